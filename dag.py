@@ -1,0 +1,419 @@
+"""The generic stage runner: cache keys, atomic outputs, locking, resume and parallel execution.
+
+A stage is a function `fn(params, inputs, out, ctx) -> metrics` that writes its files into the folder
+`out`. Its cache key hashes its kind, its canonical params, the keys of its upstream stages and the
+source of the code it runs; an output folder `cache/<kind>/<key>/` holding `meta.json` is done.
+Outputs are built in `cache/<kind>/.tmp-<key>/`, `meta.json` is written last and the folder is
+renamed into place, so an interrupted stage never looks done. A lock file per key (`flock`, released
+by the kernel when a process dies) keeps two runs from building one output at the same time and
+tells a leftover of a killed run from work in progress.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+META = "meta.json"
+
+
+@dataclass
+class Stage:
+    name: str                                   # unique in the graph, e.g. "classify/real/b55/s0"
+    fn: Callable                                # fn(params, inputs, out, ctx) -> dict of metrics
+    params: dict = field(default_factory=dict)  # JSON-able; part of the key
+    deps: dict = field(default_factory=dict)    # input name -> upstream stage name
+    code: tuple = ()                            # modules whose source is part of the key
+    publish: bool = False                       # copy its files into the workspace root after a run
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("/", 1)[0]
+
+
+@dataclass
+class Context:
+    """What a stage function gets besides its params and inputs."""
+    device: str = "auto"
+    data_dir: str | None = None
+    progress: Callable | None = None  # progress(done, total, description=None)
+    threads: int | None = None
+
+    def report(self, done: int, total: int, description: str | None = None) -> None:
+        if self.progress is not None:
+            self.progress(done, total, description)
+
+
+class StageError(Exception):
+    """A stage failed; the message names the stage."""
+
+
+# ----------------------------------------------------------------------------------------- keys
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+_source_cache: dict = {}
+
+
+def module_source(module: str) -> str:
+    if module not in _source_cache:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            raise ValueError(f"cannot find the source of module {module}")
+        _source_cache[module] = Path(spec.origin).read_text()
+    return _source_cache[module]
+
+
+def code_hash(stage: Stage) -> str:
+    h = hashlib.sha256(inspect.getsource(stage.fn).encode())
+    for module in sorted(stage.code):
+        h.update(module.encode() + b"\0" + module_source(module).encode())
+    return h.hexdigest()[:16]
+
+
+def topo_order(stages: dict[str, Stage]) -> list[str]:
+    order, state = [], {}
+
+    def visit(name, path):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise ValueError(f"the stage graph has a cycle: {' -> '.join(path + [name])}")
+        if name not in stages:
+            raise ValueError(f"stage {path[-1]} needs {name}, which is not in the graph")
+        state[name] = "visiting"
+        for dep in stages[name].deps.values():
+            visit(dep, path + [name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in stages:
+        visit(name, [])
+    return order
+
+
+def compute_keys(stages: dict[str, Stage]) -> dict[str, dict]:
+    """name -> {key, code, upstream} for every stage, in topological order."""
+    out = {}
+    for name in topo_order(stages):
+        s = stages[name]
+        upstream = {k: out[d]["key"] for k, d in sorted(s.deps.items())}
+        code = code_hash(s)
+        key = hashlib.sha256(canonical([s.kind, s.params, upstream, code]).encode()).hexdigest()[:20]
+        out[name] = {"key": key, "code": code, "upstream": upstream}
+    return out
+
+
+# ------------------------------------------------------------------------------------ workspace
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.cache = self.root / "cache"
+
+    def out(self, kind: str, key: str) -> Path:
+        return self.cache / kind / key
+
+    def is_done(self, kind: str, key: str) -> bool:
+        return (self.out(kind, key) / META).is_file()
+
+    def meta(self, kind: str, key: str) -> dict:
+        return json.loads((self.out(kind, key) / META).read_text())
+
+    @contextmanager
+    def lock(self, path: Path, blocking: bool = True, on_wait: Callable | None = None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not blocking:
+                    yield False
+                    return
+                if on_wait:
+                    on_wait()
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def stage_lock(self, kind: str, key: str, **kw):
+        return self.lock(self.cache / kind / f".{key}.lock", **kw)
+
+    def clean_leftovers(self) -> list[Path]:
+        """Remove half-written outputs of killed runs (their lock is free); return what went."""
+        removed = []
+        for tmp in sorted(self.cache.glob("*/.tmp-*")) + sorted(self.cache.glob("*/.old-*")):
+            key = tmp.name.split("-", 1)[1]
+            with self.stage_lock(tmp.parent.name, key, blocking=False) as got:
+                if got and tmp.exists():
+                    shutil.rmtree(tmp)
+                    removed.append(tmp)
+        return removed
+
+    def last_runs(self) -> dict[str, dict]:
+        """stage name -> meta of its most recent finished run, over all keys in the cache."""
+        latest: dict[str, dict] = {}
+        for path in self.cache.glob(f"*/*/{META}"):
+            try:
+                meta = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            name = meta.get("name")
+            if name and meta.get("finished", 0) >= latest.get(name, {}).get("finished", -1):
+                latest[name] = meta
+        return latest
+
+
+# ----------------------------------------------------------------------------------------- plan
+def why(stage: Stage, info: dict, previous: dict | None, keys: dict) -> str:
+    """Why `stage` must run: what differs from its last finished run."""
+    if previous is None:
+        return "missing"
+    reasons = []
+    old = previous.get("params", {})
+    changed = sorted(k for k in set(old) | set(stage.params) if old.get(k) != stage.params.get(k))
+    if changed:
+        reasons.append("params changed: " + ", ".join(
+            f"{k} {old.get(k)!r}->{stage.params.get(k)!r}" for k in changed))
+    if previous.get("code") != info["code"]:
+        reasons.append("code changed")
+    ups = sorted(stage.deps[k] for k, v in info["upstream"].items()
+                 if previous.get("upstream", {}).get(k) != v)
+    if ups:
+        reasons.append("upstream changed: " + ", ".join(ups[:3]) + (" ..." if len(ups) > 3 else ""))
+    return "; ".join(reasons) or "missing (output removed)"
+
+
+def needed(stages: dict[str, Stage], only: list[str] | None) -> list[str]:
+    """Stages matching the `only` globs plus everything they need upstream, in order."""
+    order = topo_order(stages)
+    if not only:
+        return order
+    keep: set[str] = set()
+    stack = [n for n in order if any(fnmatch.fnmatchcase(n, g) for g in only)]
+    if not stack:
+        raise ValueError(f"--only {' '.join(only)} matches no stage; `pipeline dag` lists them")
+    while stack:
+        n = stack.pop()
+        if n not in keep:
+            keep.add(n)
+            stack.extend(stages[n].deps.values())
+    return [n for n in order if n in keep]
+
+
+def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list[dict]:
+    """One row per stage to consider: name, key, run (bool) and reason."""
+    keys = compute_keys(stages)
+    previous = ws.last_runs()
+    rows = []
+    for name in needed(stages, only):
+        s, info = stages[name], keys[name]
+        forced = any(fnmatch.fnmatchcase(name, g) for g in force or [])
+        if forced:
+            run, reason = True, "forced"
+        elif ws.is_done(s.kind, info["key"]):
+            run, reason = False, "cached"
+        else:
+            run, reason = True, why(s, info, previous.get(name), keys)
+        rows.append({"name": name, "key": info["key"], "run": run, "reason": reason, **info})
+    if force and not any(r["reason"] == "forced" for r in rows):
+        raise ValueError(f"--force {' '.join(force)} matches no stage; `pipeline dag` lists them")
+    return rows
+
+
+# ------------------------------------------------------------------------------------ execution
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for mod in ("torch", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context,
+            force: bool) -> dict:
+    """Build one stage's output under its lock; return its meta (maybe another run's)."""
+    ws = Workspace(Path(ws_root))
+    kind, key = stage.kind, row["key"]
+    out = ws.out(kind, key)
+    if ctx.threads:
+        import torch
+        torch.set_num_threads(ctx.threads)
+    with ws.stage_lock(kind, key, on_wait=lambda: ctx.report(0, 1, "waiting for another run")):
+        if ws.is_done(kind, key) and not force:
+            return ws.meta(kind, key)
+        tmp, old = out.with_name(f".tmp-{key}"), out.with_name(f".old-{key}")
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        tmp.mkdir(parents=True)
+        start = time.time()
+        metrics = stage.fn(stage.params, {k: str(v) for k, v in inputs.items()}, tmp, ctx) or {}
+        meta = {"name": stage.name, "kind": kind, "key": key, "params": stage.params,
+                "code": row["code"], "upstream": row["upstream"], "deps": stage.deps,
+                "metrics": metrics, "seconds": round(time.time() - start, 3),
+                "device": metrics.pop("device", ctx.device) if isinstance(metrics, dict) else ctx.device,
+                "versions": versions(), "finished": time.time()}
+        write_json(tmp / META, meta)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        if old.exists():
+            shutil.rmtree(old)
+        return meta
+
+
+def publish(stage: Stage, out: Path, ws: Workspace) -> None:
+    """Copy a stage's files (not its meta) into the workspace root, replacing what was there."""
+    with ws.lock(ws.root / ".publish.lock"):
+        for item in out.iterdir():
+            if item.name == META:
+                continue
+            dest = ws.root / item.name
+            tmp = ws.root / f".{item.name}.publishing"
+            if tmp.exists():
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            shutil.copytree(item, tmp) if item.is_dir() else shutil.copy2(item, tmp)
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+
+
+class QueueProgress:
+    """A picklable progress callback for stages running in worker processes."""
+
+    def __init__(self, queue, name: str):
+        self.queue, self.name = queue, name
+
+    def __call__(self, done, total, description=None):
+        self.queue.put((self.name, done, total, description))
+
+
+def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict], jobs: int = 1,
+        console=None) -> list[dict]:
+    """Execute the rows of `plan` that must run, with rich progress bars; return their metas."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    by_name = {r["name"]: r for r in rows}
+    todo = [r for r in rows if r["run"]]
+    finished = {r["name"] for r in rows if not r["run"]}
+    metas = []
+
+    def inputs(name):
+        s = stages[name]
+        return {k: ws.out(stages[d].kind, by_name[d]["key"]) for k, d in s.deps.items()}
+
+    def after(name):
+        s, row = stages[name], by_name[name]
+        if s.publish:
+            publish(s, ws.out(s.kind, row["key"]), ws)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("stages", total=len(todo))
+        tasks = {}
+
+        def show(name, done, total, description=None):
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"  {name}", total=total or 1)
+            label = f"  {name}" + (f" ({description})" if description else "")
+            progress.update(tasks[name], completed=done, total=total or 1, description=label)
+
+        def close(name):
+            if name in tasks:
+                progress.remove_task(tasks.pop(name))
+            progress.advance(overall)
+
+        for r in rows:
+            if not r["run"]:
+                after(r["name"])
+        if jobs <= 1:
+            for r in todo:
+                name = r["name"]
+                local = Context(ctx.device, ctx.data_dir,
+                                lambda d, t, desc=None, n=name: show(n, d, t, desc), ctx.threads)
+                show(name, 0, 1)
+                try:
+                    metas.append(execute(stages[name], r, inputs(name), str(ws.root), local,
+                                         r["reason"] == "forced"))
+                except Exception as exc:
+                    raise StageError(f"stage {name} failed: {exc}") from exc
+                finished.add(name)
+                after(name)
+                close(name)
+            return metas
+        metas.extend(_run_parallel(stages, ws, ctx, todo, finished, inputs, after, show, close,
+                                   jobs))
+    return metas
+
+
+def _run_parallel(stages, ws, ctx, todo, finished, inputs, after, show, close, jobs):
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    mpctx = mp.get_context("spawn")
+    manager = mpctx.Manager()
+    events = manager.Queue()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    waiting, running, metas, failure = list(todo), {}, [], None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mpctx) as pool:
+        while waiting or running:
+            if failure is None:
+                for r in list(waiting):
+                    if len(running) >= jobs:
+                        break
+                    if all(d in finished for d in stages[r["name"]].deps.values()):
+                        waiting.remove(r)
+                        local = Context(ctx.device, ctx.data_dir,
+                                        QueueProgress(events, r["name"]), threads)
+                        fut = pool.submit(execute, stages[r["name"]], r, inputs(r["name"]),
+                                          str(ws.root), local, r["reason"] == "forced")
+                        running[fut] = r["name"]
+                        show(r["name"], 0, 1)
+            elif not running:
+                break
+            done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+            try:
+                while True:
+                    show(*events.get_nowait())
+            except queue_mod.Empty:
+                pass
+            for fut in done:
+                name = running.pop(fut)
+                try:
+                    metas.append(fut.result())
+                except Exception as exc:  # the first failure stops new work
+                    failure = failure or StageError(f"stage {name} failed: {exc}")
+                    continue
+                finished.add(name)
+                after(name)
+                close(name)
+    manager.shutdown()
+    if failure:
+        raise failure
+    return metas

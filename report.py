@@ -1,0 +1,101 @@
+"""Results tables, TensorBoard scalars and image grids, and the error-vs-data figure."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+# two-sided 95 % critical values of Student's t for 1..30 degrees of freedom
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+       2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+       2.052, 2.048, 2.045, 2.042]
+
+RESULT_COLUMNS = ["mixture", "budget", "seed", "test_error", "n_real", "n_synthetic", "steps"]
+SUMMARY_COLUMNS = ["mixture", "budget", "n_seeds", "mean_error", "ci95_low", "ci95_high"]
+
+
+def mean_ci(values) -> tuple[float, float, float]:
+    """Mean and the 95 % t confidence interval of the mean (nan bounds for a single value)."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan
+    half = (T95[len(v) - 2] if len(v) - 1 <= len(T95) else 1.96) * v.std(ddof=1) / math.sqrt(len(v))
+    return mean, mean - half, mean + half
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One summary row per (mixture, budget) over seeds, sorted by mixture then budget."""
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault((r["mixture"], int(r["budget"])), []).append(float(r["test_error"]))
+    out = []
+    for (mixture, budget), errors in sorted(cells.items()):
+        mean, low, high = mean_ci(errors)
+        out.append({"mixture": mixture, "budget": budget, "n_seeds": len(errors),
+                    "mean_error": mean, "ci95_low": low, "ci95_high": high})
+    return out
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def error_figure(summary: list[dict]):
+    """Test error against real images (log x), mean and 95 % CI band per mixture."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for mixture in sorted({r["mixture"] for r in summary}):
+        rs = sorted((r for r in summary if r["mixture"] == mixture), key=lambda r: r["budget"])
+        x = [r["budget"] for r in rs]
+        ax.plot(x, [r["mean_error"] for r in rs], marker="o", label=mixture)
+        low = [r["ci95_low"] for r in rs]
+        if not any(math.isnan(v) for v in low):
+            ax.fill_between(x, low, [r["ci95_high"] for r in rs], alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("real training images")
+    ax.set_ylabel("MNIST test error")
+    ax.set_title("error vs data (mean, 95 % CI over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray]) -> list[dict]:
+    """results.csv, summary.csv, plots/error_vs_data.png and tb/ in `out`; return the summary."""
+    from torch.utils.tensorboard import SummaryWriter
+    import torch
+    from torchvision.utils import make_grid
+
+    rows = sorted(rows, key=lambda r: (r["mixture"], int(r["budget"]), int(r["seed"])))
+    summary = summarize(rows)
+    write_csv(out / "results.csv", rows, RESULT_COLUMNS)
+    write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
+    (out / "plots").mkdir()
+    fig = error_figure(summary)
+    fig.savefig(out / "plots" / "error_vs_data.png")
+    writer = SummaryWriter(str(out / "tb"))
+    for r in summary:
+        writer.add_scalar(f"error/{r['mixture']}", r["mean_error"], global_step=r["budget"])
+    writer.add_figure("error_vs_data", fig)
+    for name, images in grids.items():
+        grid = make_grid(torch.as_tensor(images[:64]), nrow=8, padding=2, pad_value=128)
+        writer.add_image(f"samples/{name}", grid)
+    writer.close()
+    return summary

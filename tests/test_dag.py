@@ -1,0 +1,149 @@
+import importlib
+import json
+import sys
+import textwrap
+
+import pytest
+
+import dag
+import toy_stages as toy
+
+
+def graph(value=1, fail=False, n=3):
+    stages = {"src": dag.Stage("src", toy.source, {"value": value})}
+    for i in range(n):
+        stages[f"double/{i}"] = dag.Stage(f"double/{i}", toy.double, {"i": i, "fail": fail},
+                                          {"x": "src"})
+    stages["total"] = dag.Stage("total", toy.total, {},
+                                {f"d{i}": f"double/{i}" for i in range(n)}, publish=True)
+    return stages
+
+
+def go(stages, ws, **kw):
+    rows = dag.plan(stages, ws, kw.pop("only", None), kw.pop("force", None))
+    dag.run(stages, ws, dag.Context(device="cpu"), rows, **kw)
+    return {r["name"]: r for r in rows}
+
+
+def calls(log):
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOY_CALL_LOG", str(tmp_path / "calls.log"))
+    return dag.Workspace(tmp_path / "ws")
+
+
+def test_first_run_executes_all_then_everything_is_cached(ws, tmp_path):
+    rows = go(graph(), ws)
+    assert all(r["run"] and r["reason"] == "missing" for r in rows.values())
+    assert (ws.root / "total.txt").read_text() == "6"
+    rows = go(graph(), ws)
+    assert not any(r["run"] for r in rows.values())
+    assert sorted(calls(tmp_path / "calls.log")) == ["double"] * 3 + ["source", "total"]
+
+
+def test_params_change_reruns_the_stage_and_downstream_only(ws, tmp_path):
+    go(graph(), ws)
+    stages = graph()
+    stages["double/1"].params["i"] = 10
+    rows = go(stages, ws)
+    ran = {n for n, r in rows.items() if r["run"]}
+    assert ran == {"double/1", "total"}
+    assert rows["double/1"]["reason"] == "params changed: i 1->10"
+    assert rows["total"]["reason"] == "upstream changed: double/1"
+
+
+def test_upstream_change_propagates(ws):
+    go(graph(value=1), ws)
+    rows = go(graph(value=5), ws)
+    assert all(r["run"] for r in rows.values())
+    assert rows["src"]["reason"] == "params changed: value 1->5"
+    assert rows["double/0"]["reason"] == "upstream changed: src"
+    assert (ws.root / "total.txt").read_text() == "30"
+    # going back to the old value hits the old cache entries
+    rows = go(graph(value=1), ws)
+    assert not any(r["run"] for r in rows.values())
+    assert (ws.root / "total.txt").read_text() == "6"
+
+
+def test_code_change_is_a_cache_miss(ws, tmp_path, monkeypatch):
+    mod = tmp_path / "changing_stage.py"
+    body = """
+    from pathlib import Path
+    def step(params, inputs, out, ctx):
+        (out / "v.txt").write_text("{}")
+        return {{}}
+    """
+    mod.write_text(textwrap.dedent(body.format("a")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import changing_stage
+    stages = {"s": dag.Stage("s", changing_stage.step, {})}
+    assert go(stages, ws)["s"]["run"]
+    assert not go(stages, ws)["s"]["run"]
+    mod.write_text(textwrap.dedent(body.format("b")))
+    changing_stage = importlib.reload(changing_stage)
+    rows = go({"s": dag.Stage("s", changing_stage.step, {})}, ws)
+    assert rows["s"]["run"] and rows["s"]["reason"] == "code changed"
+    assert (ws.out("s", rows["s"]["key"]) / "v.txt").read_text() == "b"
+    sys.modules.pop("changing_stage")
+
+
+def test_code_modules_enter_the_key(ws):
+    plain = dag.compute_keys({"s": dag.Stage("s", toy.source, {"value": 1})})
+    with_mod = dag.compute_keys({"s": dag.Stage("s", toy.source, {"value": 1},
+                                                code=("data.splits",))})
+    assert plain["s"]["key"] != with_mod["s"]["key"]
+
+
+def test_failed_stage_leaves_nothing_done_and_next_run_cleans(ws):
+    with pytest.raises(dag.StageError, match="double/0 failed: asked to fail"):
+        go(graph(fail=True), ws)
+    done = [p.parent.parent.name for p in ws.cache.glob("*/*/meta.json")]
+    assert done == ["src"]
+    leftovers = list(ws.cache.glob("*/.tmp-*"))
+    assert len(leftovers) == 1 and (leftovers[0] / "partial.json").exists()
+    assert ws.clean_leftovers() == leftovers
+    assert not list(ws.cache.glob("*/.tmp-*"))
+    rows = go(graph(), ws)
+    assert not rows["src"]["run"] and rows["double/0"]["run"]
+
+
+def test_held_lock_protects_work_in_progress(ws):
+    go(graph(), ws)
+    tmp = ws.cache / "double" / ".tmp-abc"
+    tmp.mkdir()
+    with ws.stage_lock("double", "abc"):
+        assert ws.clean_leftovers() == []
+    assert tmp.exists()
+    assert ws.clean_leftovers() == [tmp]
+
+
+def test_force_and_only(ws, tmp_path):
+    go(graph(), ws)
+    log = tmp_path / "calls.log"
+    log.unlink()
+    rows = go(graph(), ws, force=["double/*"])
+    assert {n for n, r in rows.items() if r["run"]} == {"double/0", "double/1", "double/2"}
+    assert sorted(calls(log)) == ["double"] * 3
+    rows = dag.plan(graph(value=2), ws, only=["double/1"])
+    assert [r["name"] for r in rows] == ["src", "double/1"]
+    with pytest.raises(ValueError, match="matches no stage"):
+        dag.plan(graph(), ws, only=["nothing*"])
+
+
+def test_parallel_jobs_give_the_same_outputs(ws, tmp_path):
+    rows = go(graph(n=4), ws, jobs=2)
+    assert (ws.root / "total.txt").read_text() == "8"
+    metas = [json.loads(p.read_text()) for p in ws.cache.glob("*/*/meta.json")]
+    assert len(metas) == 6 and all(m["key"] == rows[m["name"]]["key"] for m in metas)
+
+
+def test_cycle_and_missing_dependency_are_errors():
+    stages = {"a": dag.Stage("a", toy.source, {}, {"x": "b"}),
+              "b": dag.Stage("b", toy.source, {}, {"x": "a"})}
+    with pytest.raises(ValueError, match="cycle"):
+        dag.topo_order(stages)
+    with pytest.raises(ValueError, match="needs c"):
+        dag.topo_order({"a": dag.Stage("a", toy.source, {}, {"x": "c"})})

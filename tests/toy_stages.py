@@ -1,0 +1,35 @@
+"""Tiny stage functions for the runner's tests: they write numbers to files and count their calls."""
+
+import json
+import os
+from pathlib import Path
+
+
+def log_call(out, name):
+    log = os.environ.get("TOY_CALL_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(name + "\n")
+
+
+def source(params, inputs, out, ctx):
+    log_call(out, "source")
+    (out / "value.json").write_text(json.dumps(params["value"]))
+    return {"value": params["value"]}
+
+
+def double(params, inputs, out, ctx):
+    log_call(out, "double")
+    value = json.loads((Path(inputs["x"]) / "value.json").read_text())
+    if params.get("fail"):
+        (out / "partial.json").write_text("half")
+        raise RuntimeError("asked to fail")
+    (out / "value.json").write_text(json.dumps(value * 2))
+    return {"value": value * 2}
+
+
+def total(params, inputs, out, ctx):
+    log_call(out, "total")
+    values = [json.loads((Path(p) / "value.json").read_text()) for p in inputs.values()]
+    (out / "total.txt").write_text(str(sum(values)))
+    return {"total": sum(values)}
