@@ -1,0 +1,164 @@
+"""End to end through the command line, on tiny settings of the smoke experiment."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--set", "experiment.budgets=[20, 60]", "--set", "classifier.width=4",
+        "--set", "classifier.batch_size=32"]
+
+
+def cmd(*args):
+    return [sys.executable, "-m", "pipeline", *args]
+
+
+def pipeline(*args, check=True):
+    proc = subprocess.run(cmd(*args), cwd=ROOT, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def stages_run(proc) -> int:
+    return int(re.search(r"(\d+) stage\(s\) run", proc.stdout).group(1))
+
+
+def done_stages(work: Path) -> dict[str, str]:
+    out = {}
+    for meta in work.glob("cache/*/*/meta.json"):
+        m = json.loads(meta.read_text())
+        assert m["name"] not in out, f"{m['name']} done twice"
+        out[m["name"]] = m["key"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run with 400 classifier steps (long enough to be killed mid-stage)."""
+    work = tmp_path_factory.mktemp("ref")
+    pipeline("run", "smoke", *TINY, "--set", "classifier.steps=400", "--workdir", str(work))
+    return work
+
+
+def test_run_then_rerun_is_cached_and_set_reruns_only_classify(tmp_path):
+    work = str(tmp_path)
+    first = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--workdir", work)
+    assert stages_run(first) == 11
+    for name in ("results.csv", "summary.csv", "plots/error_vs_data.png"):
+        assert (tmp_path / name).is_file()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("mixture,budget,seed,test_error") and len(rows) == 5
+    assert all(0 <= float(r.split(",")[3]) <= 1 for r in rows[1:])
+
+    again = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--workdir", work)
+    assert stages_run(again) == 0
+
+    dry = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=40", "--workdir", work,
+                   "--dry-run")
+    assert "5 of 11 stages would run" in dry.stdout
+    assert "params changed: steps 30->40" in dry.stdout
+    assert "upstream changed" in dry.stdout
+    before = _all_metas(tmp_path)
+
+    changed = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=40", "--workdir", work)
+    assert stages_run(changed) == 5
+    new = {n for n, t in _all_metas(tmp_path).items() if t > before[n]}
+    assert new == {"classify/real/b20/s0", "classify/real/b20/s1", "classify/real/b60/s0",
+                   "classify/real/b60/s1", "report"}
+    assert "40" in (tmp_path / "results.csv").read_text().splitlines()[1].split(",")[-1]
+
+    status = pipeline("status", "smoke", *TINY, "--set", "classifier.steps=40", "--workdir", work)
+    assert "11 of 11 stages done" in status.stdout
+
+
+def _all_metas(work):
+    """stage name -> time its newest output finished"""
+    latest = {}
+    for meta in work.glob("cache/*/*/meta.json"):
+        m = json.loads(meta.read_text())
+        latest[m["name"]] = max(latest.get(m["name"], 0), m["finished"])
+    return latest
+
+
+def test_sigkill_mid_stage_then_resume_gives_the_same_results(tmp_path, reference):
+    work = tmp_path / "w"
+    args = cmd("run", "smoke", *TINY, "--set", "classifier.steps=400", "--workdir", str(work))
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(work.glob("cache/classify/.tmp-*")) and time.time() < deadline:
+        time.sleep(0.02)
+    assert list(work.glob("cache/classify/.tmp-*")), "classify never started"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = done_stages(work)
+    assert "report" not in done and len([n for n in done if n.startswith("classify")]) < 4
+    for kind_key in work.glob("cache/classify/*/meta.json"):  # done means complete
+        assert (kind_key.parent / "model.safetensors").stat().st_size > 0
+    assert list(work.glob("cache/classify/.tmp-*")), "the killed stage left its temporary folder"
+
+    resumed = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=400", "--workdir",
+                       str(work))
+    assert "cleaned 1 leftover" in resumed.stdout
+    assert stages_run(resumed) == 11 - len(done)
+    assert not list(work.glob("cache/*/.tmp-*"))
+    assert (work / "results.csv").read_text() == (reference / "results.csv").read_text()
+
+
+def test_two_concurrent_runs_share_one_workspace_safely(tmp_path, reference):
+    work = tmp_path / "w"
+    args = cmd("run", "smoke", *TINY, "--set", "classifier.steps=400", "--workdir", str(work))
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(done_stages(work)) == 11  # each stage built once, none twice
+    assert not list(work.glob("cache/*/.tmp-*"))
+    assert (work / "results.csv").read_text() == (reference / "results.csv").read_text()
+
+
+def test_jobs_two_runs_the_graph_in_parallel(tmp_path):
+    proc = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--jobs", "2",
+                    "--workdir", str(tmp_path))
+    assert stages_run(proc) == 11
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "classifier.stepz=3"], "unknown key 'classifier.stepz'; valid keys: "),
+    (["--set", "classifier.steps=many"], "is not a int"),
+    (["--set", "classifier.lr=true"], "is not a float"),
+    (["--set", "steps"], "is not key=value"),
+    (["--set", "experiment.budgets=[0]"], "experiment.budgets must lie in"),
+    (["--only", "nothing*"], "matches no stage"),
+])
+def test_bad_options_give_one_line_and_exit_2(tmp_path, args, message):
+    proc = pipeline("run", "smoke", *args, "--workdir", str(tmp_path / "w"), check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "w").exists()
+    if "unknown key" in message:
+        assert "classifier.steps" in lines[0]
+
+
+def test_unknown_experiment_and_list_and_dag():
+    proc = pipeline("run", "nosuch", check=False)
+    assert proc.returncode == 2 and "unknown experiment 'nosuch'" in proc.stderr
+    listing = pipeline("list").stdout
+    assert "smoke" in listing and "mnist-sweep" in listing
+    text = pipeline("dag", "smoke").stdout.splitlines()
+    assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
+    mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 1 + 12 + 24 + 13
+    dot = pipeline("dag", "smoke", "--format", "dot").stdout
+    assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
