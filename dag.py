@@ -238,12 +238,9 @@ def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list
 
 # ------------------------------------------------------------------------------------ execution
 def versions() -> dict:
+    import sys
     out = {"python": platform.python_version()}
-    for mod in ("torch", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
+    out.update({m: sys.modules[m].__version__ for m in ("torch", "numpy") if m in sys.modules})
     return out
 
 
@@ -274,9 +271,9 @@ def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context,
         metrics = stage.fn(stage.params, {k: str(v) for k, v in inputs.items()}, tmp, ctx) or {}
         meta = {"name": stage.name, "kind": kind, "key": key, "params": stage.params,
                 "code": row["code"], "upstream": row["upstream"], "deps": stage.deps,
-                "metrics": metrics, "seconds": round(time.time() - start, 3),
-                "device": metrics.pop("device", ctx.device) if isinstance(metrics, dict) else ctx.device,
-                "versions": versions(), "finished": time.time()}
+                "device": metrics.pop("device", ctx.device), "metrics": metrics,
+                "seconds": round(time.time() - start, 3), "versions": versions(),
+                "finished": time.time()}
         write_json(tmp / META, meta)
         if out.exists():
             out.rename(old)

@@ -238,8 +238,10 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None)
     try:
         dag.run(stages, ws, ctx, rows, jobs=jobs, console=console)
-    except (dag.StageError, KeyboardInterrupt) as exc:
+    except dag.StageError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        fail(UserError("interrupted; finished stages are kept, run the same command to resume"))
     console.print(f"{name}: {len(todo)} stage(s) run, {len(rows) - len(todo)} cached, "
                   f"{time.time() - start:.1f} s; workspace {ws.root}")
     print_summary(ws)
