@@ -52,6 +52,10 @@ class Context:
     progress: Callable | None = None  # progress(done, total, description=None)
     threads: int | None = None
 
+    def workers(self) -> int:
+        """Processes a stage may use for CPU-bound work of its own."""
+        return self.threads or os.cpu_count() or 1
+
     def report(self, done: int, total: int, description: str | None = None) -> None:
         if self.progress is not None:
             self.progress(done, total, description)

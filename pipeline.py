@@ -26,6 +26,9 @@ CONFIG_DIRS = (Path("configs"), ROOT / "configs")
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
+from renderers.cli import app as render_app  # noqa: E402
+
+app.add_typer(render_app, name="render")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -127,6 +130,9 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
         raise UserError(f"experiment.holdout must be between 1 and 59999, got {e['holdout']}")
     if not e["budgets"] or any(not 0 < b <= pool for b in e["budgets"]):
         raise UserError(f"experiment.budgets must lie in 1..{pool} (the pool), got {e['budgets']}")
+    if "font" in e["mixtures"] and max(e["budgets"]) >= e.get("synthetic_total", 0):
+        raise UserError("experiment.synthetic_total must exceed every budget (font cells get "
+                        "synthetic_total - budget renders)")
     if not e["seeds"]:
         raise UserError("experiment.seeds is empty; give at least one seed")
     stages: dict[str, dag.Stage] = {}
@@ -138,6 +144,27 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                   code=("data.mnist", "data.imageset")))
     add(dag.Stage("split", st.split, {"holdout": e["holdout"], "seed": e["split_seed"]},
                   {"mnist": "mnist"}, code=("data.splits", "data.imageset")))
+    synthetic = {}  # mixture -> (render stage, extra classify params)
+    mixtures = set(e["mixtures"])
+    if mixtures & {"font", "real+font", "real+composite"}:
+        fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
+        add(dag.Stage("render_fonts", st.render_fonts, fonts,
+                      code=("renderers.fonts", "renderers.augment", "data.imageset")))
+        synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
+        synthetic["real+font"] = ("render_fonts", {"total": e["synthetic_total"],
+                                                   "synthetic_fraction": e["synthetic_fraction"]})
+    if "real+composite" in mixtures:
+        comp = cfg["composites"]
+        knobs = {k: v for k, v in comp.items() if k not in ("modes", "train_mode")}
+        if comp["train_mode"] not in comp["modes"]:
+            raise UserError(f"composites.train_mode {comp['train_mode']!r} is not among "
+                            f"composites.modes {comp['modes']}")
+        for mode in comp["modes"]:
+            add(dag.Stage(f"render_composites/{mode}", st.render_composites,
+                          {**knobs, "mode": mode}, {"fonts": "render_fonts"},
+                          code=("renderers.composite", "renderers.augment", "data.imageset")))
+        synthetic["real+composite"] = (f"render_composites/{comp['train_mode']}",
+                                       {"synthetic_fraction": e["synthetic_fraction"]})
     cells = []
     for seed in e["seeds"]:
         for b in e["budgets"]:
@@ -145,12 +172,16 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                           {"split": "split"}, code=("data.splits", "data.imageset")))
             for m in e["mixtures"]:
                 cells.append(f"classify/{m}/b{b}/s{seed}")
+                deps = {"budget": f"budget/b{b}/s{seed}", "mnist": "mnist"}
+                extra = {}
+                if m in synthetic:
+                    deps["synthetic"], extra = synthetic[m]
                 add(dag.Stage(cells[-1], st.classify,
-                              {"mixture": m, "budget": b, "seed": seed, **clf},
-                              {"budget": f"budget/b{b}/s{seed}", "mnist": "mnist"},
+                              {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps,
                               code=("classifiers.digits", "data.imageset")))
+    renders = [n for n in stages if n.startswith("render_")]
     add(dag.Stage("report", st.report, {"experiment": name},
-                  {**{c: c for c in cells}, "split": "split"}, code=("report",), publish=True))
+                  {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"}, code=("report",), publish=True))
     return stages
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--set", "experiment.budgets=[20, 60]", "--set", "classifier.width=4",
+TINY = ["--set", "experiment.budgets=[20, 60]", "--set", "experiment.mixtures=[\"real\"]", "--set", "classifier.width=4",
         "--set", "classifier.batch_size=32"]
 
 
@@ -159,6 +159,33 @@ def test_unknown_experiment_and_list_and_dag():
     text = pipeline("dag", "smoke").stdout.splitlines()
     assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
     mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
-    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 1 + 12 + 24 + 13
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 201  # see below
+    # 1 mnist->split, 12 split->budget, 48 cells x (budget, mnist), 36 renders->cells,
+    # 3 fonts->composites, 53 into report (48 cells, 4 renders, split)
+    assert 1 + 12 + 96 + 36 + 3 + 53 == 201
     dot = pipeline("dag", "smoke", "--format", "dot").stdout
     assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
+
+
+def test_every_mixture_runs_and_reports_its_sources(tmp_path):
+    work = tmp_path / "w"
+    pipeline("run", "smoke", "--set", "experiment.budgets=[20]", "--set", "experiment.seeds=[0]",
+             "--set", "experiment.synthetic_total=300", "--set", "composites.count=100",
+             "--set", "classifier.steps=20", "--set", "classifier.width=4", "--workdir", str(work))
+    rows = (work / "results.csv").read_text().splitlines()[1:]
+    by_mixture = {r.split(",")[0]: r.split(",") for r in rows}
+    assert sorted(by_mixture) == ["font", "real", "real+composite", "real+font"]
+    assert by_mixture["font"][4:6] == ["0", "280"]          # n_real, n_synthetic = T - b
+    assert by_mixture["real+font"][4:6] == ["20", "280"]
+    assert by_mixture["real+composite"][4:6] == ["20", "100"]
+    meta = next(json.loads(p.read_text()) for p in work.glob("cache/render_fonts/*/meta.json"))
+    fonts = meta["metrics"]["fonts"]
+    assert len(fonts) >= 20 and all(len(f["sha256"]) == 64 and f["family"] for f in fonts)
+    assert sorted(p.parent.name for p in work.glob("cache/render_composites/*/composites.npz")) \
+        and len(list(work.glob("cache/render_composites/*/meta.json"))) == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(work / "tb"))
+    events.Reload()
+    assert {"samples/real", "samples/font", "samples/composite-hard", "samples/composite-poisson",
+            "samples/composite-gaussian", "error_vs_data"} <= set(events.Tags()["images"])
+    assert {"error/real", "error/font", "error/real+font"} <= set(events.Tags()["scalars"])

@@ -1,0 +1,240 @@
+"""Font discovery (fonttools) and MNIST-style digit rendering (pillow).
+
+A font is used only if its cmap maps the ten digits and its ten glyphs render to ten distinct,
+non-empty shapes: placeholder fonts (LastResort draws the same box for every digit) and symbol fonts
+are rejected with a reason. Rendering follows MNIST's normalisation: the glyph is drawn large, slanted,
+rotated and thickened there, cropped to its ink, scaled to fit a 20×20 box keeping its aspect ratio
+(anti-aliased), and placed in 28×28 with its centre of mass at the centre.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+DIGITS = "0123456789"
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+GENERIC_GLYPH_NAME = re.compile(r"^(uni[0-9A-Fa-f]{4}|u[0-9A-Fa-f]{4,6}|gid\d+|glyph\d+|cid\d+|g\d+"
+                                r"|[a-z]*\d+)$")
+GLYPH_SIZE = 64          # font size of the large drawing, in pixels
+FONT_SUFFIXES = {".ttf", ".otf"}
+
+
+@dataclass
+class FontCheck:
+    path: str
+    ok: bool
+    reason: str = ""
+    family: str = ""
+    sha256: str = ""
+
+
+def matplotlib_fonts() -> list[Path]:
+    import matplotlib
+    return sorted((Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf"))
+
+
+def font_files(extra: list[str] = (), include_default: bool = True) -> list[Path]:
+    """matplotlib's bundled fonts plus font files in the given folders or globs."""
+    files = matplotlib_fonts() if include_default else []
+    for item in extra:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in FONT_SUFFIXES]
+        elif path.is_file():
+            found = [path]
+        else:
+            found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        files.extend(found)
+    return list(dict.fromkeys(files))
+
+
+def draw_glyph(font: ImageFont.FreeTypeFont, digit: str, stroke: int = 0) -> np.ndarray:
+    """The digit drawn large, white on black, cropped to its ink (uint8, maybe empty)."""
+    pad = GLYPH_SIZE + 2 * stroke
+    img = Image.new("L", (3 * pad, 3 * pad), 0)
+    ImageDraw.Draw(img).text((pad, pad), digit, fill=255, font=font, stroke_width=max(stroke, 0),
+                             stroke_fill=255)
+    if stroke < 0:
+        img = img.filter(ImageFilter.MinFilter(2 * -stroke + 1))
+    box = img.getbbox()
+    return np.asarray(img.crop(box)) if box else np.zeros((0, 0), np.uint8)
+
+
+def shape_signature(glyph: np.ndarray) -> np.ndarray:
+    """A 16×16 binary thumbnail of a glyph, for telling shapes apart."""
+    return np.asarray(Image.fromarray(glyph).resize((16, 16), Image.BILINEAR)) > 96
+
+
+def check_font(path: Path) -> FontCheck:
+    """Can this file render the ten digits as ten distinct shapes? Say why not."""
+    from fontTools.ttLib import TTFont, TTLibError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        tt = TTFont(path, lazy=True, fontNumber=0)
+        cmap = tt.getBestCmap() or {}
+        family = tt["name"].getBestFullName() or path.stem if "name" in tt else path.stem
+    except (TTLibError, OSError, AssertionError, KeyError, ValueError, Exception) as exc:  # noqa: BLE001
+        return FontCheck(str(path), False, f"not a readable font file ({type(exc).__name__})")
+    digest = hashlib.sha256(data).hexdigest()
+    missing = [d for d in DIGITS if ord(d) not in cmap]
+    if missing:
+        return FontCheck(str(path), False, f"no glyph for digit(s) {','.join(missing)}", family,
+                         digest)
+    for digit, word in zip(DIGITS, DIGIT_NAMES):
+        name = cmap[ord(digit)]
+        if word not in name.lower() and not GENERIC_GLYPH_NAME.match(name):
+            return FontCheck(str(path), False, f"digit {digit} maps to glyph {name!r}, not a digit: a "
+                             "symbol or placeholder font",
+                             family, digest)
+    try:
+        font = ImageFont.truetype(str(path), GLYPH_SIZE)
+        glyphs = [draw_glyph(font, d) for d in DIGITS]
+    except OSError as exc:
+        return FontCheck(str(path), False, f"pillow cannot render it ({exc})", family, digest)
+    empty = [d for d, g in zip(DIGITS, glyphs) if g.size == 0]
+    if empty:
+        return FontCheck(str(path), False, f"digit(s) {','.join(empty)} render empty", family,
+                         digest)
+    sigs = [shape_signature(g) for g in glyphs]
+    same = [(DIGITS[i], DIGITS[j]) for i in range(10) for j in range(i + 1, 10)
+            if (sigs[i] != sigs[j]).mean() < 0.02]
+    if same:
+        pairs = ", ".join(f"{a}={b}" for a, b in same[:3])
+        return FontCheck(str(path), False, f"digits render the same shape ({pairs}): a placeholder "
+                         "or symbol font", family, digest)
+    return FontCheck(str(path), True, "", family, digest)
+
+
+def discover(extra: list[str] = (), include_default: bool = True) -> list[FontCheck]:
+    return [check_font(p) for p in font_files(extra, include_default)]
+
+
+# ------------------------------------------------------------------------------------- rendering
+def center_of_mass(img: np.ndarray) -> tuple[float, float]:
+    w = img.astype(np.float64)
+    total = w.sum()
+    rows, cols = np.arange(w.shape[0]), np.arange(w.shape[1])
+    return float((w.sum(1) * rows).sum() / total), float((w.sum(0) * cols).sum() / total)
+
+
+def normalise(glyph: Image.Image, box: float) -> np.ndarray:
+    """MNIST's normalisation: crop to ink, fit in a box×box square keeping the aspect ratio
+    (anti-aliased), place in 28×28 with the centre of mass at (14, 14)."""
+    bbox = glyph.getbbox()
+    if bbox is None:
+        return np.zeros((28, 28), np.uint8)
+    glyph = glyph.crop(bbox)
+    w, h = glyph.size
+    k = box / max(w, h)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    small = np.asarray(glyph.resize(size, Image.LANCZOS)).astype(np.float32)
+    small = np.clip(small, 0, 255)
+    if small.sum() == 0:
+        return np.zeros((28, 28), np.uint8)
+    cy, cx = center_of_mass(small)
+    top, left = int(round(14 - cy)), int(round(14 - cx))
+    out = np.zeros((28, 28), np.float32)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + small.shape[0], 28), min(left + small.shape[1], 28)
+    out[y0:y1, x0:x1] = small[y0 - top:y1 - top, x0 - left:x1 - left]
+    return out.round().astype(np.uint8)
+
+
+def transform(glyph: np.ndarray, rotate_deg: float, shear: float,
+              aspect: float = 1.0) -> Image.Image:
+    """Widen by `aspect`, slant (x += shear * y) and rotate a large glyph, on a canvas big enough
+    to keep it whole."""
+    h, w = glyph.shape
+    side = int(math.ceil(math.hypot(h, w) * (1 + abs(shear)) * max(1.0, aspect))) + 4
+    canvas = Image.new("L", (side, side), 0)
+    canvas.paste(Image.fromarray(glyph), ((side - w) // 2, (side - h) // 2))
+    a = math.radians(rotate_deg)
+    cos, sin = math.cos(a), math.sin(a)
+    # output -> input map: undo rotation, the shear, then the widening, about the canvas centre
+    m = (np.array([[1 / aspect, 0], [0, 1]]) @ np.array([[1, -shear], [0, 1]])
+         @ np.array([[cos, sin], [-sin, cos]]))
+    c = side / 2
+    offset = np.array([c, c]) - m @ np.array([c, c])
+    coeffs = (m[0, 0], m[0, 1], offset[0], m[1, 0], m[1, 1], offset[1])
+    return canvas.transform((side, side), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+
+
+# ------------------------------------------------------------------------------ batch rendering
+RENDER_DEFAULTS = {"stroke_min": -2, "stroke_max": 2, "shear": 0.3, "rotate": 12.0,
+                   "box_min": 17.0, "box_max": 21.0, "aspect": 0.0, "elastic_alpha": 34.0, "elastic_sigma": 4.0,
+                   "blur": 0.6, "noise": 0.0, "chunk": 2000}
+
+_glyphs: dict = {}
+
+
+def cached_glyph(path: str, digit: int, stroke: int) -> np.ndarray:
+    key = (path, digit, stroke)
+    if key not in _glyphs:
+        font = ImageFont.truetype(path, GLYPH_SIZE)
+        _glyphs[key] = draw_glyph(font, DIGITS[digit], stroke)
+    return _glyphs[key]
+
+
+def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> np.ndarray:
+    """Render `labels` (digits) with random fonts and geometric augmentation: uint8 [n, 28, 28]."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    font_idx = rng.integers(len(fonts), size=n)
+    strokes = rng.integers(cfg["stroke_min"], cfg["stroke_max"] + 1, size=n)
+    shears = rng.uniform(-cfg["shear"], cfg["shear"], size=n)
+    angles = rng.uniform(-cfg["rotate"], cfg["rotate"], size=n)
+    boxes = rng.uniform(cfg["box_min"], cfg["box_max"], size=n)
+    aspects = np.exp(rng.uniform(-cfg["aspect"], cfg["aspect"], size=n))
+    out = np.empty((n, 28, 28), np.uint8)
+    for i in range(n):
+        glyph = cached_glyph(fonts[font_idx[i]], int(labels[i]), int(strokes[i]))
+        out[i] = normalise(transform(glyph, angles[i], shears[i], aspects[i]), boxes[i])
+    return out
+
+
+def _render_job(args):
+    return render_chunk(*args)
+
+
+def render_digits(fonts: list[str], n: int, seed: int, cfg: dict | None = None,
+                  workers: int = 1, progress=None):
+    """`n` class-balanced digit renders, deterministic for a seed whatever the worker count.
+
+    Returns (images uint8 [n, 1, 28, 28], labels int64 [n]). Chunks of `chunk` images are rendered
+    in parallel processes; the batch augmentations (elastic, blur, noise) follow in torch.
+    """
+    from renderers.augment import augment_batch
+
+    cfg = {**RENDER_DEFAULTS, **(cfg or {})}
+    if not fonts:
+        raise ValueError("no usable font to render with; `pipeline render fonts --list` says why")
+    seq = np.random.SeedSequence(seed)
+    labels = np.random.default_rng(seq.spawn(1)[0]).permutation(np.arange(n) % 10)
+    chunk = int(cfg["chunk"])
+    jobs = [(list(fonts), labels[i:i + chunk], cfg, int(s.generate_state(1)[0]))
+            for i, s in zip(range(0, n, chunk), seq.spawn(max(1, math.ceil(n / chunk)) + 1)[1:])]
+    parts = []
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for part in pool.imap(_render_job, jobs):
+                parts.append(part)
+                progress and progress(sum(map(len, parts)), n)
+    else:
+        for job in jobs:
+            parts.append(render_chunk(*job))
+            progress and progress(sum(map(len, parts)), n)
+    images = np.concatenate(parts)[:, None] if parts else np.zeros((0, 1, 28, 28), np.uint8)
+    images = augment_batch(images, seed, cfg["elastic_alpha"], cfg["elastic_sigma"], cfg["blur"],
+                           cfg["noise"])
+    return images, labels.astype(np.int64)

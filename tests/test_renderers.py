@@ -1,0 +1,152 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.mnist import load_mnist
+from renderers import composite as comp
+from renderers.fonts import (center_of_mass, check_font, discover, matplotlib_fonts, normalise,
+                             render_digits)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    return [c.path for c in discover() if c.ok]
+
+
+def mpl_font(name):
+    return next(p for p in matplotlib_fonts() if p.name == name)
+
+
+def test_matplotlib_fonts_accepted_and_placeholders_rejected():
+    checks = {Path(c.path).name: c for c in discover()}
+    assert sum(c.ok for c in checks.values()) >= 20
+    assert not checks["LastResortHE-Regular.ttf"].ok
+    assert "placeholder" in checks["LastResortHE-Regular.ttf"].reason
+    assert not checks["cmsy10.ttf"].ok and "symbol" in checks["cmsy10.ttf"].reason
+    assert not checks["DejaVuSansDisplay.ttf"].ok
+    assert checks["DejaVuSansDisplay.ttf"].reason == "no glyph for digit(s) 0,1,2,3,4,5,6,7,8,9"
+    ok = checks["DejaVuSans.ttf"]
+    assert ok.ok and ok.family == "DejaVu Sans Book" and len(ok.sha256) == 64
+
+
+def test_bad_font_files_are_skipped_with_a_reason(tmp_path):
+    (tmp_path / "notafont.ttf").write_text("hello")
+    (tmp_path / "nodigits.ttf").write_bytes(mpl_font("STIXSizOneSymReg.ttf").read_bytes())
+    bad = check_font(tmp_path / "notafont.ttf")
+    assert not bad.ok and bad.reason.startswith("not a readable font file")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "render", "fonts", "--no-default-fonts",
+                           "--fonts", str(tmp_path), "--fonts", str(mpl_font("cmr10.ttf")),
+                           "--count", "20", "--out", str(tmp_path / "out.npz")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    skipped = proc.stderr.strip().splitlines()
+    assert len(skipped) == 2
+    assert any("notafont.ttf: not a readable font file" in s for s in skipped)
+    assert any("nodigits.ttf: no glyph for digit" in s for s in skipped)
+    assert (tmp_path / "out.npz").is_file() and (tmp_path / "out.png").is_file()
+
+
+def test_render_list_names_rejections():
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "render", "fonts", "--list"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0
+    line = next(l for l in proc.stdout.splitlines() if "LastResortHE" in l)
+    assert line.startswith("rejected") and "placeholder" in line
+
+
+def test_rendering_is_deterministic_balanced_and_worker_independent(fonts):
+    a, la = render_digits(fonts, 200, seed=3, cfg={"chunk": 60})
+    b, lb = render_digits(fonts, 200, seed=3, cfg={"chunk": 60}, workers=2)
+    c, _ = render_digits(fonts, 200, seed=4, cfg={"chunk": 60})
+    assert a.shape == (200, 1, 28, 28) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    assert not np.array_equal(a, c)
+    assert np.bincount(la).tolist() == [20] * 10
+
+
+def test_normalisation_fits_20px_and_centres_mass():
+    glyph = Image.new("L", (60, 150), 0)
+    glyph.paste(255, (10, 10, 50, 140))  # a 40×130 bar
+    img = normalise(glyph, 20.0)
+    rows, cols = np.nonzero(img > 0)
+    assert rows.max() - rows.min() + 1 <= 21 and cols.max() - cols.min() + 1 <= 8
+    cy, cx = center_of_mass(img)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_mean_centre_of_mass_matches_mnist(fonts):
+    images, _ = render_digits(fonts, 500, seed=0)
+    mnist = load_mnist()["test_images"][:2000]
+    ours = np.mean([center_of_mass(x[0]) for x in images], axis=0)
+    theirs = np.mean([center_of_mass(x) for x in mnist], axis=0)
+    assert np.abs(ours - theirs).max() < 0.5
+
+
+def edge_gradient(img, mask):
+    """Mean absolute gradient across the mask's edge (pixel pairs with one side in, one out)."""
+    m = mask.bool()
+    dx = (img[..., :, 1:] - img[..., :, :-1]).abs()[(m[..., :, 1:] ^ m[..., :, :-1])]
+    dy = (img[..., 1:, :] - img[..., :-1, :]).abs()[(m[..., 1:, :] ^ m[..., :-1, :])]
+    return float(torch.cat([dx, dy]).mean())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_blending_modes_and_the_seamless_edge(channels):
+    g = torch.Generator().manual_seed(0)
+    fg = 0.8 + 0.1 * torch.rand(2, channels, 28, 28, generator=g)
+    bg = 0.2 + 0.02 * torch.rand(2, channels, 28, 28, generator=g)
+    mask = torch.zeros(2, 1, 28, 28)
+    mask[..., 8:20, 6:22] = 1
+    hard = comp.blend(fg, bg, mask, "hard", comp.DEFAULTS)
+    soft = comp.blend(fg, bg, mask, "gaussian", comp.DEFAULTS)
+    seamless = comp.blend(fg, bg, mask, "poisson", comp.DEFAULTS)
+    assert torch.equal(hard * (1 - mask), bg * (1 - mask)) and torch.equal(hard * mask, fg * mask)
+    h, s, p = (edge_gradient(x, mask.expand_as(x)) for x in (hard, soft, seamless))
+    assert h > 0.5 and s < h and p < 0.1 * h
+    # Poisson keeps the cut-out's texture: its gradients inside match the foreground's
+    inner = (slice(None), slice(None), slice(10, 18), slice(8, 20))
+    d_fg = fg[inner][..., 1:] - fg[inner][..., :-1]
+    d_p = seamless[inner][..., 1:] - seamless[inner][..., :-1]
+    assert float((d_fg - d_p).abs().mean()) < 0.02
+
+
+def test_composite_labels_rgb_and_halo(fonts):
+    fg, labels = render_digits(fonts, 50, seed=1)
+    rgb_bg = np.zeros((4, 3, 32, 32), np.uint8)
+    rgb_bg[:, 0] = 200
+    images, out_labels = comp.composite(fg, labels, 30, "hard", seed=0, backgrounds=rgb_bg,
+                                        cfg={"halo": 1, "halo_value": 0.0})
+    assert images.shape == (30, 3, 32, 32) and set(out_labels) <= set(labels)
+    again, _ = comp.composite(fg, labels, 30, "hard", seed=0, backgrounds=rgb_bg,
+                              cfg={"halo": 1, "halo_value": 0.0})
+    assert np.array_equal(images, again)
+    # a black halo cuts into the red background around the pasted digit
+    assert (images[:, 0] == 0).any()
+
+
+def test_bad_composite_inputs(tmp_path, fonts):
+    fg, labels = render_digits(fonts, 10, seed=1)
+    with pytest.raises(ValueError, match="unknown blending mode 'soft'"):
+        comp.composite(fg, labels, 5, "soft", seed=0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        comp.read_folder(empty, "RGB")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (10, 10)).save(mixed / "a.png")
+    Image.new("RGB", (12, 10)).save(mixed / "b.png")
+    with pytest.raises(ValueError, match="different sizes"):
+        comp.read_folder(mixed, "RGB")
+    (mixed / "b.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="b.png: unreadable image"):
+        comp.read_folder(mixed, "RGB")
+    with pytest.raises(ValueError, match="no usable font"):
+        render_digits([], 10, seed=0)
