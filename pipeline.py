@@ -130,7 +130,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
         raise UserError(f"experiment.holdout must be between 1 and 59999, got {e['holdout']}")
     if not e["budgets"] or any(not 0 < b <= pool for b in e["budgets"]):
         raise UserError(f"experiment.budgets must lie in 1..{pool} (the pool), got {e['budgets']}")
-    if "font" in e["mixtures"] and max(e["budgets"]) >= e.get("synthetic_total", 0):
+    if {"font", "real+font"} & set(e["mixtures"]) and max(e["budgets"]) >= e["synthetic_total"]:
         raise UserError("experiment.synthetic_total must exceed every budget (font cells get "
                         "synthetic_total - budget renders)")
     if not e["seeds"]:
@@ -181,13 +181,19 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                               code=("classifiers.digits", "data.imageset")))
     renders = [n for n in stages if n.startswith("render_")]
     add(dag.Stage("report", st.report, {"experiment": name},
-                  {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"}, code=("report",), publish=True))
+                  {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"},
+                  code=("report",), publish=True))
     return stages
 
 
 def setup(exp: str, sets, workdir: Optional[Path]):
     name, cfg = load_config(exp, sets)
-    return name, cfg, build_graph(name, cfg), dag.Workspace(workdir or Path("runs") / name)
+    try:
+        stages = build_graph(name, cfg)
+    except KeyError as exc:
+        raise UserError(f"{config_path(exp)} lacks the key {exc.args[0]!r}; compare it with "
+                        "configs/mnist-sweep.toml") from None
+    return name, cfg, stages, dag.Workspace(workdir or Path("runs") / name)
 
 
 def print_summary(ws: dag.Workspace) -> None:
