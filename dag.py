@@ -1,4 +1,4 @@
-"""The generic stage runner: cache keys, atomic outputs, locking, resume and parallel execution.
+"""The generic stage runner: cache keys, atomic outputs, locking, resume, parallel execution.
 
 A stage is a function `fn(params, inputs, out, ctx) -> metrics` that writes its files into the folder
 `out`. Its cache key hashes its kind, its canonical params, the keys of its upstream stages and the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import fnmatch
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -117,7 +118,8 @@ def compute_keys(stages: dict[str, Stage]) -> dict[str, dict]:
         s = stages[name]
         upstream = {k: out[d]["key"] for k, d in sorted(s.deps.items())}
         code = code_hash(s)
-        key = hashlib.sha256(canonical([s.kind, s.params, upstream, code]).encode()).hexdigest()[:20]
+        digest = hashlib.sha256(canonical([s.kind, s.params, upstream, code]).encode())
+        key = digest.hexdigest()[:20]
         out[name] = {"key": key, "code": code, "upstream": upstream}
     return out
 
@@ -184,7 +186,7 @@ class Workspace:
 
 
 # ----------------------------------------------------------------------------------------- plan
-def why(stage: Stage, info: dict, previous: dict | None, keys: dict) -> str:
+def why(stage: Stage, info: dict, previous: dict | None) -> str:
     """Why `stage` must run: what differs from its last finished run."""
     if previous is None:
         return "missing"
@@ -233,7 +235,7 @@ def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list
         elif ws.is_done(s.kind, info["key"]):
             run, reason = False, "cached"
         else:
-            run, reason = True, why(s, info, previous.get(name), keys)
+            run, reason = True, why(s, info, previous.get(name))
         rows.append({"name": name, "key": info["key"], "run": run, "reason": reason, **info})
     if force and not any(r["reason"] == "forced" for r in rows):
         raise ValueError(f"--force {' '.join(force)} matches no stage; `pipeline dag` lists them")
@@ -322,16 +324,14 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
     by_name = {r["name"]: r for r in rows}
     todo = [r for r in rows if r["run"]]
     finished = {r["name"] for r in rows if not r["run"]}
-    metas = []
+    metas: list[dict] = []
 
     def inputs(name):
-        s = stages[name]
-        return {k: ws.out(stages[d].kind, by_name[d]["key"]) for k, d in s.deps.items()}
+        return {k: ws.out(stages[d].kind, by_name[d]["key"]) for k, d in stages[name].deps.items()}
 
-    def after(name):
-        s, row = stages[name], by_name[name]
-        if s.publish:
-            publish(s, ws.out(s.kind, row["key"]), ws)
+    def publish_if_asked(name):
+        if stages[name].publish:
+            publish(stages[name], ws.out(stages[name].kind, by_name[name]["key"]), ws)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -345,35 +345,34 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
             label = f"  {name}" + (f" ({description})" if description else "")
             progress.update(tasks[name], completed=done, total=total or 1, description=label)
 
-        def close(name):
+        def complete(name, meta):
+            metas.append(meta)
+            finished.add(name)
+            publish_if_asked(name)
             if name in tasks:
                 progress.remove_task(tasks.pop(name))
             progress.advance(overall)
 
-        for r in rows:
-            if not r["run"]:
-                after(r["name"])
-        if jobs <= 1:
-            for r in todo:
-                name = r["name"]
-                local = Context(ctx.device, ctx.data_dir,
-                                lambda d, t, desc=None, n=name: show(n, d, t, desc), ctx.threads)
-                show(name, 0, 1)
-                try:
-                    metas.append(execute(stages[name], r, inputs(name), str(ws.root), local,
-                                         r["reason"] == "forced"))
-                except Exception as exc:
-                    raise StageError(f"stage {name} failed: {exc}") from exc
-                finished.add(name)
-                after(name)
-                close(name)
+        for name in finished:
+            publish_if_asked(name)
+        if jobs > 1:
+            _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, jobs)
             return metas
-        metas.extend(_run_parallel(stages, ws, ctx, todo, finished, inputs, after, show, close,
-                                   jobs))
+        for r in todo:
+            name = r["name"]
+            show(name, 0, 1)
+            local = Context(ctx.device, ctx.data_dir, functools.partial(show, name), ctx.threads)
+            try:
+                meta = execute(stages[name], r, inputs(name), str(ws.root), local,
+                               r["reason"] == "forced")
+            except Exception as exc:
+                raise StageError(f"stage {name} failed: {exc}") from exc
+            complete(name, meta)
     return metas
 
 
-def _run_parallel(stages, ws, ctx, todo, finished, inputs, after, show, close, jobs):
+def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, jobs):
+    """Run `todo` in `jobs` spawned processes as their dependencies finish."""
     import multiprocessing as mp
     import queue as queue_mod
 
@@ -381,7 +380,7 @@ def _run_parallel(stages, ws, ctx, todo, finished, inputs, after, show, close, j
     manager = mpctx.Manager()
     events = manager.Queue()
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    waiting, running, metas, failure = list(todo), {}, [], None
+    waiting, running, failure = list(todo), {}, None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mpctx) as pool:
         while waiting or running:
             if failure is None:
@@ -407,14 +406,9 @@ def _run_parallel(stages, ws, ctx, todo, finished, inputs, after, show, close, j
             for fut in done:
                 name = running.pop(fut)
                 try:
-                    metas.append(fut.result())
+                    complete(name, fut.result())
                 except Exception as exc:  # the first failure stops new work
                     failure = failure or StageError(f"stage {name} failed: {exc}")
-                    continue
-                finished.add(name)
-                after(name)
-                close(name)
     manager.shutdown()
     if failure:
         raise failure
-    return metas
