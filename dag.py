@@ -37,7 +37,7 @@ class Stage:
     fn: Callable                                # fn(params, inputs, out, ctx) -> dict of metrics
     params: dict = field(default_factory=dict)  # JSON-able; part of the key
     deps: dict = field(default_factory=dict)    # input name -> upstream stage name
-    code: tuple = ()                            # modules whose source is part of the key
+    code: tuple = ()                 # "module" or "module:function" whose source is part of the key
     publish: bool = False                       # copy its files into the workspace root after a run
 
     @property
@@ -75,6 +75,10 @@ _source_cache: dict = {}
 
 
 def module_source(module: str) -> str:
+    """The source text of a module, or of one function in it ("module:function")."""
+    if ":" in module:
+        name, attr = module.split(":")
+        return inspect.getsource(getattr(importlib.import_module(name), attr))
     if module not in _source_cache:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.origin:

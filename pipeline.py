@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dag
+from graph import UserError, build_graph
 
 ROOT = Path(__file__).resolve().parent
 CONFIG_DIRS = (Path("configs"), ROOT / "configs")
@@ -28,13 +29,17 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 from renderers.cli import app as render_app  # noqa: E402
 
+from classifiers.cli import detect_cmd  # noqa: E402
+from gan.cli import refine_cmd, train_refiner_cmd  # noqa: E402
+
 app.add_typer(render_app, name="render")
+app.command("train-refiner")(train_refiner_cmd)
+app.command("refine")(refine_cmd)
+app.command("detect")(detect_cmd)
 console = Console()
 err_console = Console(stderr=True)
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 # -------------------------------------------------------------------------------------- configs
@@ -115,77 +120,6 @@ def load_config(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
     return path.stem, apply_overrides(cfg, sets)
 
 
-# ---------------------------------------------------------------------------------------- graph
-def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
-    """The stage graph of an experiment config."""
-    import stages as st
-    from data.mnist import FILES
-
-    e, clf = cfg["experiment"], cfg["classifier"]
-    bad = [m for m in e["mixtures"] if m not in st.MIXTURES]
-    if bad:
-        raise UserError(f"experiment.mixtures: unknown {bad}; known: {', '.join(st.MIXTURES)}")
-    pool = 60000 - e["holdout"]
-    if not 0 < e["holdout"] < 60000:
-        raise UserError(f"experiment.holdout must be between 1 and 59999, got {e['holdout']}")
-    if not e["budgets"] or any(not 0 < b <= pool for b in e["budgets"]):
-        raise UserError(f"experiment.budgets must lie in 1..{pool} (the pool), got {e['budgets']}")
-    if {"font", "real+font"} & set(e["mixtures"]) and max(e["budgets"]) >= e["synthetic_total"]:
-        raise UserError("experiment.synthetic_total must exceed every budget (font cells get "
-                        "synthetic_total - budget renders)")
-    if not e["seeds"]:
-        raise UserError("experiment.seeds is empty; give at least one seed")
-    stages: dict[str, dag.Stage] = {}
-
-    def add(stage):
-        stages[stage.name] = stage
-
-    add(dag.Stage("mnist", st.mnist, {"sha256": {k: v[2] for k, v in FILES.items()}},
-                  code=("data.mnist", "data.imageset")))
-    add(dag.Stage("split", st.split, {"holdout": e["holdout"], "seed": e["split_seed"]},
-                  {"mnist": "mnist"}, code=("data.splits", "data.imageset")))
-    synthetic = {}  # mixture -> (render stage, extra classify params)
-    mixtures = set(e["mixtures"])
-    if mixtures & {"font", "real+font", "real+composite"}:
-        fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
-        add(dag.Stage("render_fonts", st.render_fonts, fonts,
-                      code=("renderers.fonts", "renderers.augment", "data.imageset")))
-        synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
-        synthetic["real+font"] = ("render_fonts", {"total": e["synthetic_total"],
-                                                   "synthetic_fraction": e["synthetic_fraction"]})
-    if "real+composite" in mixtures:
-        comp = cfg["composites"]
-        knobs = {k: v for k, v in comp.items() if k not in ("modes", "train_mode")}
-        if comp["train_mode"] not in comp["modes"]:
-            raise UserError(f"composites.train_mode {comp['train_mode']!r} is not among "
-                            f"composites.modes {comp['modes']}")
-        for mode in comp["modes"]:
-            add(dag.Stage(f"render_composites/{mode}", st.render_composites,
-                          {**knobs, "mode": mode}, {"fonts": "render_fonts"},
-                          code=("renderers.composite", "renderers.augment", "data.imageset")))
-        synthetic["real+composite"] = (f"render_composites/{comp['train_mode']}",
-                                       {"synthetic_fraction": e["synthetic_fraction"]})
-    cells = []
-    for seed in e["seeds"]:
-        for b in e["budgets"]:
-            add(dag.Stage(f"budget/b{b}/s{seed}", st.budget, {"budget": b, "seed": seed},
-                          {"split": "split"}, code=("data.splits", "data.imageset")))
-            for m in e["mixtures"]:
-                cells.append(f"classify/{m}/b{b}/s{seed}")
-                deps = {"budget": f"budget/b{b}/s{seed}", "mnist": "mnist"}
-                extra = {}
-                if m in synthetic:
-                    deps["synthetic"], extra = synthetic[m]
-                add(dag.Stage(cells[-1], st.classify,
-                              {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps,
-                              code=("classifiers.digits", "data.imageset")))
-    renders = [n for n in stages if n.startswith("render_")]
-    add(dag.Stage("report", st.report, {"experiment": name},
-                  {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"},
-                  code=("report",), publish=True))
-    return stages
-
-
 def setup(exp: str, sets, workdir: Optional[Path]):
     name, cfg = load_config(exp, sets)
     try:
@@ -208,6 +142,23 @@ def print_summary(ws: dag.Workspace) -> None:
     for r in report.read_csv(path):
         ci = f"{float(r['ci95_low']):.4f} – {float(r['ci95_high']):.4f}"
         table.add_row(r["mixture"], r["budget"], r["n_seeds"], f"{float(r['mean_error']):.4f}", ci)
+    console.print(table)
+
+
+def print_gap(ws: dag.Workspace) -> None:
+    import report
+
+    path = ws.root / "gap.csv"
+    if not path.is_file():
+        return
+    table = Table(title=f"real/synthetic gap, AUC (0.5 = none) ({path})")
+    for col in ("source", "budget", "instrument", "AUC", "95 % CI", "accuracy", "Fréchet", "retention"):
+        table.add_column(col)
+    for r in report.read_csv(path):
+        ci = f"{float(r['auc_ci_low']):.3f} – {float(r['auc_ci_high']):.3f}"
+        retention = f"{float(r['label_retention']):.3f}" if r["label_retention"] else ""
+        table.add_row(r["source"], r["budget"], r["instrument"], f"{float(r['auc']):.3f}", ci,
+                      f"{float(r['accuracy']):.3f}", f"{float(r['frechet']):.2f}", retention)
     console.print(table)
 
 
@@ -282,6 +233,7 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     console.print(f"{name}: {len(todo)} stage(s) run, {len(rows) - len(todo)} cached, "
                   f"{time.time() - start:.1f} s; workspace {ws.root}")
     print_summary(ws)
+    print_gap(ws)
 
 
 @app.command()

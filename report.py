@@ -15,16 +15,19 @@ T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
 
 RESULT_COLUMNS = ["mixture", "budget", "seed", "test_error", "n_real", "n_synthetic", "steps"]
 SUMMARY_COLUMNS = ["mixture", "budget", "n_seeds", "mean_error", "ci95_low", "ci95_high"]
+GAP_COLUMNS = ["instrument", "source", "budget", "auc", "auc_ci_low", "auc_ci_high", "accuracy",
+               "p_value", "frechet", "label_retention", "n_test"]
 
 
 def mean_ci(values) -> tuple[float, float, float]:
-    """Mean and the 95 % t confidence interval of the mean (nan bounds for a single value)."""
+    """Mean and the 95 % t confidence interval of the mean, clipped to [0, 1] (nan bounds for a
+    single value)."""
     v = np.asarray(values, dtype=np.float64)
     mean = float(v.mean())
     if len(v) < 2:
         return mean, math.nan, math.nan
     half = (T95[len(v) - 2] if len(v) - 1 <= len(T95) else 1.96) * v.std(ddof=1) / math.sqrt(len(v))
-    return mean, mean - half, mean + half
+    return mean, max(0.0, mean - half), min(1.0, mean + half)  # errors are fractions in [0, 1]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -77,7 +80,44 @@ def error_figure(summary: list[dict]):
     return fig
 
 
-def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray]) -> list[dict]:
+def gap_figure(gaps: list[dict]):
+    """AUC of each instrument: refined images against the refiner's budget (log x), the sources
+    without a budget as dashed horizontal lines, and 0.5 (no detectable gap) in black."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    budgets = sorted({int(g["budget"]) for g in gaps if g["budget"] != ""}) or [1, 10]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, instrument in enumerate(sorted({g["instrument"] for g in gaps})):
+        color = colors[i % len(colors)]
+        rs = sorted((g for g in gaps if g["instrument"] == instrument and g["budget"] != ""),
+                    key=lambda g: int(g["budget"]))
+        if rs:
+            ax.errorbar([int(g["budget"]) for g in rs], [g["auc"] for g in rs],
+                        yerr=[[g["auc"] - g["auc_ci_low"] for g in rs],
+                              [g["auc_ci_high"] - g["auc"] for g in rs]],
+                        marker="o", color=color, capsize=3, label=f"refined, {instrument}")
+        for g in (g for g in gaps if g["instrument"] == instrument and g["budget"] == ""):
+            if g["source"] in ("font", "real-control"):
+                ax.hlines(g["auc"], budgets[0], budgets[-1], colors=color,
+                          linestyles="--" if g["source"] == "font" else ":",
+                          label=f"{g['source']}, {instrument}")
+    ax.axhline(0.5, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(0.4, 1.02)
+    ax.set_xlabel("real images the refiner saw")
+    ax.set_ylabel("real/synthetic AUC (0.5 = no gap)")
+    ax.set_title("gap vs budget")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
+                 refiners: dict | None = None, gaps: list[dict] | None = None) -> list[dict]:
     """results.csv, summary.csv, plots/error_vs_data.png and tb/ in `out`; return the summary."""
     from torch.utils.tensorboard import SummaryWriter
     import torch
@@ -94,6 +134,19 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray]) -> l
     for r in summary:
         writer.add_scalar(f"error/{r['mixture']}", r["mean_error"], global_step=r["budget"])
     writer.add_figure("error_vs_data", fig)
+    if gaps:
+        gaps = sorted(gaps, key=lambda g: (g["source"], str(g["budget"]).zfill(6), g["instrument"]))
+        write_csv(out / "gap.csv", gaps, GAP_COLUMNS)
+        gfig = gap_figure(gaps)
+        gfig.savefig(out / "plots" / "gap_vs_budget.png")
+        writer.add_figure("gap_vs_budget", gfig)
+        for g in gaps:
+            step = int(g["budget"]) if g["budget"] != "" else 0
+            writer.add_scalar(f"gap/{g['instrument']}/{g['source']}", g["auc"], global_step=step)
+            if g["instrument"] == "c2st-pixel":
+                writer.add_scalar(f"gap/frechet/{g['source']}", g["frechet"], global_step=step)
+    for budget, metrics in sorted((refiners or {}).items()):
+        writer.add_scalar("refiner/label_retention", metrics["label_retention"], global_step=budget)
     for name, images in grids.items():
         grid = make_grid(torch.as_tensor(images[:64]), nrow=8, padding=2, pad_value=128)
         writer.add_image(f"samples/{name}", grid)

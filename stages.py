@@ -5,11 +5,13 @@ runner can plan without loading torch."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from data.imageset import ImageSet, load_imageset, save_imageset
 
-MIXTURES = ("real", "font", "real+font", "real+composite")
+MIXTURES = ("real", "font", "gan", "real+font", "real+gan", "real+composite")
+SYNTHETIC_FILES = {"font": "fonts.npz", "gan": "refined.npz"}  # the source of each synthetic mixture
 
 
 def mnist(params, inputs, out, ctx):
@@ -81,25 +83,41 @@ def mixture_sources(params, inputs, real):
     mixture, f = params["mixture"], params.get("synthetic_fraction", 0.0)
     if mixture == "real":
         return [(real.images, real.labels, 1.0)]
-    if mixture in ("font", "real+font"):
-        fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
+    kind = mixture.removeprefix("real+")
+    if kind in SYNTHETIC_FILES:
+        renders = load_imageset(Path(inputs["synthetic"]) / SYNTHETIC_FILES[kind])
         n = params["total"] - params["budget"]
-        if n < 1 or n > len(fonts):
-            raise ValueError(f"font mixture needs T - b = {n} renders, have {len(fonts)}")
-        synthetic = fonts.subset(slice(0, n))
-    elif mixture == "real+composite":
+        if n < 1 or n > len(renders):
+            raise ValueError(f"{kind} mixture needs T - b = {n} images, have {len(renders)}")
+        synthetic = renders.subset(slice(0, n))
+    elif kind == "composite":
         synthetic = load_imageset(Path(inputs["synthetic"]) / "composites.npz")
     else:
         raise ValueError(f"unknown mixture {mixture!r}; known: {', '.join(MIXTURES)}")
-    if mixture == "font":
+    if mixture == kind:
         return [(synthetic.images, synthetic.labels, 1.0)]
     return [(real.images, real.labels, 1 - f), (synthetic.images, synthetic.labels, f)]
 
 
-def classify(params, inputs, out, ctx):
-    """Train the digit CNN on the cell's mixture; test error on the MNIST test set."""
+def save_model(model, path):
     from safetensors.torch import save_file
 
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(path))
+
+
+def load_model(path, width):
+    from safetensors.torch import load_file
+
+    from classifiers.digits import make_cnn
+
+    model = make_cnn(width)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def classify(params, inputs, out, ctx):
+    """Train the digit CNN on the cell's mixture; test error on the MNIST test set."""
     from classifiers.digits import DEFAULTS, error_rate, resolve_device, train_classifier
 
     device = resolve_device(ctx.device)
@@ -108,12 +126,105 @@ def classify(params, inputs, out, ctx):
     sources = mixture_sources(params, inputs, real)
     cfg = {k: v for k, v in params.items() if k in DEFAULTS}
     model = train_classifier(sources, cfg, params["seed"], device, ctx.report)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(out / "model.safetensors"))
+    save_model(model, out / "model.safetensors")
     err = error_rate(model, test.images, test.labels, device)
     n_real = len(real) if "real" in params["mixture"] else 0
     return {"test_error": err, "n_real": n_real, "n_synthetic": sum(len(s[0]) for s in sources) - n_real,
             "steps": params["steps"], "device": str(device)}
+
+
+def oracle(params, inputs, out, ctx):
+    """The evaluation-only classifier, trained on the whole pool: judges label retention and
+    gives the features of the Fréchet distance. Never a training source."""
+    from classifiers.digits import DEFAULTS, error_rate, resolve_device, train_classifier
+
+    device = resolve_device(ctx.device)
+    pool = load_imageset(Path(inputs["split"]) / "pool.npz")
+    test = load_imageset(Path(inputs["mnist"]) / "test.npz")
+    cfg = {k: v for k, v in params.items() if k in DEFAULTS}
+    model = train_classifier([(pool.images, pool.labels, 1.0)], cfg, params["seed"], device,
+                             ctx.report)
+    save_model(model, out / "model.safetensors")
+    return {"test_error": error_rate(model, test.images, test.labels, device), "images": len(pool)}
+
+
+def train_refiner(params, inputs, out, ctx):
+    """CycleGAN-style refiner from the budget's real images (labels unused) and the font renders;
+    the semantic-consistency classifier is trained here on the labelled renders only."""
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from classifiers.digits import DEFAULTS, resolve_device, train_classifier
+    from gan.train import DEFAULTS as GAN, save_refiner, train_refiner as train
+
+    device = resolve_device(ctx.device)
+    real = load_imageset(Path(inputs["budget"]) / "budget.npz")
+    fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
+    cfg = {k: v for k, v in params.items() if k in GAN}
+    classifier = None
+    if cfg.get("lambda_sem", GAN["lambda_sem"]) > 0:
+        clf = {**DEFAULTS, "steps": cfg.get("sem_steps", GAN["sem_steps"])}
+        classifier = train_classifier([(fonts.images, fonts.labels, 1.0)], clf, params["seed"],
+                                      device)
+    start = time.time()
+    writer = SummaryWriter(str(out / "tb"))
+    nets, history = train(real.images, fonts.images, fonts.labels, cfg, params["seed"], device,
+                          ctx.report, writer, classifier)
+    writer.close()
+    seconds = time.time() - start
+    save_refiner(nets, out / "refiner.safetensors", {**GAN, **cfg}, real.images.shape[1])
+    (out / "losses.json").write_text(json.dumps(history))
+    return {"train_seconds": seconds, "steps_per_second": cfg.get("steps", GAN["steps"]) / seconds,
+            "real_images": len(real), "final_losses": history[-1] if history else {}}
+
+
+def refine(params, inputs, out, ctx):
+    """G applied to every font render; label retention = the oracle's accuracy on the refined
+    images against the render labels (and, for reference, on the renders themselves)."""
+    from classifiers.digits import predict, resolve_device
+    from gan.train import load_generator, refine as apply
+
+    device = resolve_device(ctx.device)
+    fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
+    G = load_generator(Path(inputs["refiner"]) / "refiner.safetensors").to(device)
+    images = apply(G, fonts.images, device, progress=ctx.report)
+    save_imageset(ImageSet(images, fonts.labels, {"source": f"refined-b{params['budget']}",
+                                                  **params}), out / "refined.npz")
+    oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
+
+    def accuracy(x):
+        return float((predict(oracle, x, device).argmax(1) == fonts.labels).mean())
+
+    return {"label_retention": accuracy(images), "oracle_accuracy_on_renders": accuracy(fonts.images),
+            "mean_abs_change": float(abs(images.astype(float) - fonts.images).mean() / 255)}
+
+
+def gap(params, inputs, out, ctx):
+    """The gap instruments on one source against the real holdout: C2ST on pixels and on Fourier
+    log-magnitude, Deep SVDD trained on holdout images only, and the Fréchet distance in the
+    oracle's features. The real-vs-real control compares the holdout with pool images."""
+    import numpy as np
+
+    from classifiers.detector import DEFAULTS, c2st, deep_svdd
+    from classifiers.digits import resolve_device
+    from classifiers.frechet import features, frechet_distance
+
+    device = resolve_device(ctx.device)
+    holdout = load_imageset(Path(inputs["split"]) / "holdout.npz").images
+    rng = np.random.default_rng(params["seed"])
+    other = load_imageset(Path(inputs["source"]) / params["file"]).images
+    other = other[rng.permutation(len(other))[:params["samples"]]]
+    real = holdout[rng.permutation(len(holdout))[:params["samples"]]]
+    cfg = {k: v for k, v in params.items() if k in DEFAULTS}
+    rows = [c2st(real, other, kind, cfg, params["seed"], device, ctx.report)
+            for kind in ("pixel", "fourier")]
+    half = len(real) // 2  # SVDD learns from one half of the real images, is tested on the other
+    rows.append(deep_svdd(real[:half], real[half:], other[half:], cfg, params["seed"], device,
+                          ctx.report))
+    oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
+    fd = frechet_distance(features(oracle, real, device), features(oracle, other, device))
+    return {"rows": rows, "frechet": fd, "n_real": len(real), "n_source": len(other)}
 
 
 def report(params, inputs, out, ctx):
@@ -131,9 +242,26 @@ def report(params, inputs, out, ctx):
                      "n_synthetic": m["n_synthetic"], "steps": m["steps"]})
     grids = {"real": load_imageset(Path(inputs["split"]) / "pool.npz").images[:64]}
     for name, folder in inputs.items():
-        for file in ("fonts.npz", "composites.npz"):
+        for file in ("fonts.npz", "composites.npz", "refined.npz"):
             if (Path(folder) / file).is_file():
                 s = load_imageset(Path(folder) / file)
                 grids[s.meta["source"]] = s.images[:64]
-    summary = write_report(out, rows, grids)
-    return {"cells": len(rows), "summary": summary}
+    refiners = {}
+    for name, folder in inputs.items():
+        if name.startswith("refine/"):
+            meta = json.loads((Path(folder) / "meta.json").read_text())
+            refiners[meta["params"]["budget"]] = meta["metrics"]
+        if name.startswith("train_refiner/") and (Path(folder) / "tb").is_dir():
+            shutil.copytree(Path(folder) / "tb", out / "tb" / name.replace("/", "-"))
+    gaps = []
+    for name, folder in inputs.items():
+        if name.startswith("gap/"):
+            meta = json.loads((Path(folder) / "meta.json").read_text())
+            p, m = meta["params"], meta["metrics"]
+            retention = refiners.get(p["budget"], {}).get("label_retention", "")
+            gaps += [{**r, "source": p["source"], "budget": p["budget"] or "", "frechet": m["frechet"],
+                      "label_retention": retention if p["source"] == "refined" else ""}
+                     for r in m["rows"]]
+    summary = write_report(out, rows, grids, refiners, gaps)
+    return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
+            "label_retention": {b: m["label_retention"] for b, m in sorted(refiners.items())}}

@@ -33,7 +33,8 @@ DEFAULTS = {"threshold": 0.2, "scale_min": 0.85, "scale_max": 1.1, "rotate": 10.
 
 
 def read_folder(folder: Path, mode: str) -> np.ndarray:
-    """All images of a folder as uint8 [N, C, H, W] (mode "RGBA", "RGB" or "L"); one size only."""
+    """All images of a folder as uint8 [N, C, H, W] (mode "RGBA", "RGB" or "L"; "auto": L when
+    every image is grayscale, else RGB); one size only."""
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
@@ -46,11 +47,14 @@ def read_folder(folder: Path, mode: str) -> np.ndarray:
     for p in files:
         try:
             with Image.open(p) as img:
-                a = np.asarray(img.convert(mode))
+                gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+                a = np.asarray(img.convert(("L" if gray else "RGB") if mode == "auto" else mode))
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"{p}: unreadable image ({type(exc).__name__}); remove or replace "
                              "it") from None
         out.append(a[..., None] if a.ndim == 2 else a)
+    if mode == "auto" and len({a.shape[2] for a in out}) > 1:
+        out = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in out]
     sizes = {a.shape for a in out}
     if len(sizes) > 1:
         raise ValueError(f"{folder}: images of different sizes {sorted(sizes)[:3]}; resize them "

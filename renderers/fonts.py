@@ -170,7 +170,7 @@ def transform(glyph: np.ndarray, rotate_deg: float, shear: float,
 
 
 # ------------------------------------------------------------------------------ batch rendering
-RENDER_DEFAULTS = {"stroke_min": -2, "stroke_max": 2, "shear": 0.3, "rotate": 12.0,
+RENDER_DEFAULTS = {"width_min": 2.0, "width_max": 3.4, "shear": 0.3, "rotate": 12.0,
                    "box_min": 17.0, "box_max": 21.0, "aspect": 0.0, "elastic_alpha": 34.0, "elastic_sigma": 4.0,
                    "blur": 0.6, "noise": 0.0, "chunk": 2000}
 
@@ -185,19 +185,53 @@ def cached_glyph(path: str, digit: int, stroke: int) -> np.ndarray:
     return _glyphs[key]
 
 
+def stroke_width(glyph: np.ndarray) -> float:
+    """Mean stroke width of a glyph in pixels: twice its ink area over its perimeter (a long stroke
+    of width w and length L has area wL and perimeter about 2L)."""
+    ink = glyph > 127
+    inner = ink.copy()
+    inner[1:] &= ink[:-1]
+    inner[:-1] &= ink[1:]
+    inner[:, 1:] &= ink[:, :-1]
+    inner[:, :-1] &= ink[:, 1:]
+    inner[[0, -1]] = False
+    inner[:, [0, -1]] = False
+    edge = (ink & ~inner).sum()
+    return 2.0 * ink.sum() / max(int(edge), 1)
+
+
+_widths: dict = {}
+
+
+def stroke_for(path: str, digit: int, target: float, box: float) -> int:
+    """The thickening (pixels of the 64 px drawing, negative thins) that gives this font's digit a
+    stroke `target` pixels wide once fitted in a `box`-pixel box: per-font stroke normalisation, so
+    hairline and heavy fonts both land in MNIST's pen widths.
+
+    With the glyph's own width w and size L, thickening by s gives (w + 2s) * box / (L + 2s)."""
+    key = (path, digit)
+    if key not in _widths:
+        glyph = cached_glyph(path, digit, 0)
+        _widths[key] = (stroke_width(glyph), max(glyph.shape))
+    w, size = _widths[key]
+    s = (target * size - w * box) / (2 * (box - target))
+    return int(np.clip(round(s), -max(0, math.floor((w - 2) / 2)), 12))
+
+
 def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> np.ndarray:
     """Render `labels` (digits) with random fonts and geometric augmentation: uint8 [n, 28, 28]."""
     rng = np.random.default_rng(seed)
     n = len(labels)
     font_idx = rng.integers(len(fonts), size=n)
-    strokes = rng.integers(cfg["stroke_min"], cfg["stroke_max"] + 1, size=n)
+    widths = rng.uniform(cfg["width_min"], cfg["width_max"], size=n)
     shears = rng.uniform(-cfg["shear"], cfg["shear"], size=n)
     angles = rng.uniform(-cfg["rotate"], cfg["rotate"], size=n)
     boxes = rng.uniform(cfg["box_min"], cfg["box_max"], size=n)
     aspects = np.exp(rng.uniform(-cfg["aspect"], cfg["aspect"], size=n))
     out = np.empty((n, 28, 28), np.uint8)
     for i in range(n):
-        glyph = cached_glyph(fonts[font_idx[i]], int(labels[i]), int(strokes[i]))
+        path, digit = fonts[font_idx[i]], int(labels[i])
+        glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
         out[i] = normalise(transform(glyph, angles[i], shears[i], aspects[i]), boxes[i])
     return out
 

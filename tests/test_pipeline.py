@@ -159,10 +159,11 @@ def test_unknown_experiment_and_list_and_dag():
     text = pipeline("dag", "smoke").stdout.splitlines()
     assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
     mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
-    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 201  # see below
-    # 1 mnist->split, 12 split->budget, 48 cells x (budget, mnist), 36 renders->cells,
-    # 3 fonts->composites, 53 into report (48 cells, 4 renders, split)
-    assert 1 + 12 + 96 + 36 + 3 + 53 == 201
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 327  # see below
+    # 1 mnist->split, 12 split->budget, 72 cells x (budget, mnist), 60 synthetic sources->cells,
+    # 3 fonts->composites, 2 into oracle, 4 refiners x (budget, fonts), 4 refine x (refiner, fonts,
+    # oracle), 85 into report (72 cells, 12 render/refiner stages, split)
+    assert 1 + 12 + 144 + 60 + 3 + 2 + 8 + 12 + 85 == 327
     dot = pipeline("dag", "smoke", "--format", "dot").stdout
     assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
 
@@ -171,12 +172,15 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     work = tmp_path / "w"
     pipeline("run", "smoke", "--set", "experiment.budgets=[20]", "--set", "experiment.seeds=[0]",
              "--set", "experiment.synthetic_total=300", "--set", "composites.count=100",
-             "--set", "classifier.steps=20", "--set", "classifier.width=4", "--workdir", str(work))
+             "--set", "classifier.steps=20", "--set", "classifier.width=4", "--set", "refiner.steps=4",
+             "--set", "refiner.sem_steps=4", "--set", "refiner.log_every=2", "--workdir", str(work))
     rows = (work / "results.csv").read_text().splitlines()[1:]
     by_mixture = {r.split(",")[0]: r.split(",") for r in rows}
-    assert sorted(by_mixture) == ["font", "real", "real+composite", "real+font"]
+    assert sorted(by_mixture) == ["font", "gan", "real", "real+composite", "real+font", "real+gan"]
     assert by_mixture["font"][4:6] == ["0", "280"]          # n_real, n_synthetic = T - b
+    assert by_mixture["gan"][4:6] == ["0", "280"]
     assert by_mixture["real+font"][4:6] == ["20", "280"]
+    assert by_mixture["real+gan"][4:6] == ["20", "280"]
     assert by_mixture["real+composite"][4:6] == ["20", "100"]
     meta = next(json.loads(p.read_text()) for p in work.glob("cache/render_fonts/*/meta.json"))
     fonts = meta["metrics"]["fonts"]
@@ -187,5 +191,24 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     events = EventAccumulator(str(work / "tb"))
     events.Reload()
     assert {"samples/real", "samples/font", "samples/composite-hard", "samples/composite-poisson",
-            "samples/composite-gaussian", "error_vs_data"} <= set(events.Tags()["images"])
-    assert {"error/real", "error/font", "error/real+font"} <= set(events.Tags()["scalars"])
+            "samples/composite-gaussian", "samples/refined-b20", "error_vs_data"} \
+        <= set(events.Tags()["images"])
+    assert {"error/real", "error/font", "error/real+font", "error/gan", "error/real+gan",
+            "refiner/label_retention"} <= set(events.Tags()["scalars"])
+    refine = next(json.loads(p.read_text()) for p in work.glob("cache/refine/*/meta.json"))
+    assert 0 <= refine["metrics"]["label_retention"] <= 1
+    losses = EventAccumulator(str(work / "tb" / "train_refiner-b20"))
+    losses.Reload()
+    assert {"refiner/gan_G", "refiner/cycle", "refiner/D_real"} <= set(losses.Tags()["scalars"])
+    assert len(losses.Scalars("refiner/cycle")) == 2 and losses.Tags()["images"]
+    gap = [r.split(",") for r in (work / "gap.csv").read_text().splitlines()]
+    assert gap[0][:8] == ["instrument", "source", "budget", "auc", "auc_ci_low", "auc_ci_high",
+                          "accuracy", "p_value"]
+    assert {(r[1], r[2]) for r in gap[1:]} == {
+        ("real-control", ""), ("font", ""), ("composite-hard", ""), ("composite-gaussian", ""),
+        ("composite-poisson", ""), ("refined", "20")}
+    assert {r[0] for r in gap[1:]} == {"c2st-pixel", "c2st-fourier", "svdd"}
+    assert all(0 <= float(r[3]) <= 1 and float(r[8]) >= 0 for r in gap[1:])
+    assert (work / "plots" / "gap_vs_budget.png").is_file()
+    assert {"gap/c2st-pixel/font", "gap/svdd/refined", "gap/frechet/real-control"} \
+        <= set(events.Tags()["scalars"])

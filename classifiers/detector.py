@@ -1,0 +1,168 @@
+"""Real-vs-synthetic detectors: a classifier two-sample test (C2ST) and a one-class Deep SVDD.
+
+C2ST (Lopez-Paz & Oquab 2017): train a classifier to tell a real set from a synthetic one on half
+of each, score the other halves. If the sets come from one distribution, test accuracy is 0.5 up
+to binomial noise and the ROC AUC is 0.5; the further from 0.5, the larger the gap. Inputs are
+pixels or the log-magnitude of the 2-D Fourier transform (where up-sampling and blending leave
+periodic traces). Deep SVDD (Ruff et al. 2018) is trained on real images only: it maps them close
+to a centre c fixed from the initial features, with no bias terms (a bias lets the network map
+everything to c); the distance to c scores how un-real an image looks, with no synthetic data seen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULTS = {"steps": 600, "batch_size": 128, "lr": 1e-3, "width": 16, "max_side": 64}
+
+
+def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> float: pixels in [0, 1], or the centred log(1 + |FFT2|) per channel.
+    Images with a side over max_side are resized down (area) so any size trains on a CPU."""
+    x = torch.as_tensor(images).float() / 255
+    if max(x.shape[-2:]) > max_side:
+        k = max_side / max(x.shape[-2:])
+        x = F.interpolate(x, size=(max(1, round(x.shape[-2] * k)), max(1, round(x.shape[-1] * k))),
+                          mode="area")
+    if kind == "pixel":
+        return x
+    if kind == "fourier":
+        return torch.fft.fftshift(torch.log1p(torch.fft.fft2(x).abs()), dim=(-2, -1))
+    raise ValueError(f"unknown detector input {kind!r}; use pixel or fourier")
+
+
+def make_detector(channels: int, width: int, bias: bool = True) -> nn.Sequential:
+    """Three conv blocks and global average pooling: one logit (or `width`·4 features), any size."""
+    norm = (lambda c: nn.BatchNorm2d(c)) if bias else (lambda c: nn.BatchNorm2d(c, affine=False))
+    layers = []
+    for cin, cout in ((channels, width), (width, 2 * width), (2 * width, 4 * width)):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), norm(cout), nn.LeakyReLU(0.1),
+                   nn.MaxPool2d(2, ceil_mode=True)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if bias:
+        layers.append(nn.Linear(4 * width, 1))
+    return nn.Sequential(*layers)
+
+
+def auc_delong(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """ROC AUC (positives = label 1, higher score = more positive) and its 95 % DeLong interval."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    m, n = len(pos), len(neg)
+    if m < 2 or n < 2:
+        raise ValueError("AUC needs at least two samples of each class")
+    # placement values: share of negatives below each positive (ties count half), and vice versa
+    neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
+    v10 = (np.searchsorted(neg_sorted, pos, "left") + np.searchsorted(neg_sorted, pos, "right")) / (2 * n)
+    v01 = 1 - (np.searchsorted(pos_sorted, neg, "left") + np.searchsorted(pos_sorted, neg, "right")) / (2 * m)
+    auc = float(v10.mean())
+    se = math.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
+    return auc, max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se)
+
+
+def binomial_p(correct: int, n: int) -> float:
+    """One-sided exact p-value of `correct` or more successes in n fair coin flips."""
+    if correct <= 0:
+        return 1.0
+    k = np.arange(correct, n + 1)
+    logs = (math.lgamma(n + 1) - np.array([math.lgamma(i + 1) + math.lgamma(n - i + 1) for i in k])
+            - n * math.log(2))
+    top = logs.max()
+    return float(min(1.0, math.exp(top) * np.exp(logs - top).sum()))
+
+
+def halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    idx = rng.permutation(n)
+    return idx[: n // 2], idx[n // 2:]
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor):
+    mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True) + 1e-6
+    return [(t - mean) / std for t in (train, *others)]
+
+
+def train_net(net, loss_fn, x: torch.Tensor, y: torch.Tensor | None, cfg: dict, seed: int,
+              device: torch.device, progress=None):
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    net.to(device).train()
+    for step in range(cfg["steps"]):
+        idx = torch.randint(len(x), (cfg["batch_size"],), generator=gen)
+        loss = loss_fn(net(x[idx].to(device)), None if y is None else y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None and ((step + 1) % 50 == 0 or step + 1 == cfg["steps"]):
+            progress(step + 1, cfg["steps"])
+    return net.eval()
+
+
+@torch.no_grad()
+def scores_of(net, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    return torch.cat([net(x[i:i + 2000].to(device)).cpu() for i in range(0, len(x), 2000)]).numpy()
+
+
+def balanced(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator):
+    n = min(len(real), len(synthetic))
+    if n < 8:
+        raise ValueError(f"a detector needs at least 8 images a side, got {len(real)} real and "
+                         f"{len(synthetic)} synthetic")
+    return real[rng.permutation(len(real))[:n]], synthetic[rng.permutation(len(synthetic))[:n]]
+
+
+def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel", cfg: dict | None = None,
+         seed: int = 0, device: torch.device = torch.device("cpu"), progress=None) -> dict:
+    """Classifier two-sample test on balanced sets; train on half of each, test on the rest."""
+    cfg = {**DEFAULTS, **(cfg or {})}
+    rng = np.random.default_rng(seed)
+    real, synthetic = balanced(real, synthetic, rng)
+    n = len(real)
+    (ra, rb), (sa, sb) = halves(n, rng), halves(n, rng)
+    x = to_input(np.concatenate([real, synthetic]), kind, cfg["max_side"])
+    y = torch.cat([torch.zeros(n), torch.ones(n)])
+    train_idx, test_idx = np.concatenate([ra, n + sa]), np.concatenate([rb, n + sb])
+    x_train, x_test = standardise(x[train_idx], x[test_idx])
+    torch.manual_seed(seed)
+    net = make_detector(x.shape[1], cfg["width"])
+    net = train_net(net, lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t),
+                    x_train, y[train_idx], cfg, seed, device, progress)
+    s = scores_of(net, x_test, device)[:, 0]
+    labels = y[test_idx].numpy()
+    auc, low, high = auc_delong(s, labels)
+    correct = int(((s > 0) == (labels == 1)).sum())
+    return {"instrument": f"c2st-{kind}", "auc": auc, "auc_ci_low": low, "auc_ci_high": high,
+            "accuracy": correct / len(labels), "p_value": binomial_p(correct, len(labels)),
+            "n_test": len(labels)}
+
+
+def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarray,
+              cfg: dict | None = None, seed: int = 0, device: torch.device = torch.device("cpu"),
+              progress=None) -> dict:
+    """One-class Deep SVDD trained on real images only; AUC of distance, real_test vs synthetic."""
+    cfg = {**DEFAULTS, **(cfg or {})}
+    rng = np.random.default_rng(seed)
+    real_test, synthetic = balanced(real_test, synthetic, rng)
+    x_train = to_input(real_train, "pixel", cfg["max_side"])
+    x_test = to_input(np.concatenate([real_test, synthetic]), "pixel", cfg["max_side"])
+    torch.manual_seed(seed)
+    net = make_detector(x_train.shape[1], cfg["width"], bias=False).to(device)
+    net.train()  # batch statistics, as in training, for the initial centre
+    with torch.no_grad():
+        c = torch.cat([net(x_train[i:i + 1000].to(device)) for i in range(0, len(x_train), 1000)]).mean(0)
+    c[(c.abs() < 0.01) & (c < 0)] = -0.01  # keep coordinates off zero, where a dead unit sits
+    c[(c.abs() < 0.01) & (c >= 0)] = 0.01
+    net = train_net(net, lambda out, _: ((out - c) ** 2).sum(1).mean(), x_train, None, cfg, seed,
+                    device, progress)
+    dist = ((torch.as_tensor(scores_of(net, x_test, device)) - c.cpu()) ** 2).sum(1).numpy()
+    labels = np.r_[np.zeros(len(real_test)), np.ones(len(synthetic))]
+    auc, low, high = auc_delong(dist, labels)
+    threshold = np.median(dist)  # balanced sets: call the farther half synthetic
+    correct = int(((dist > threshold) == (labels == 1)).sum())
+    return {"instrument": "svdd", "auc": auc, "auc_ci_low": low, "auc_ci_high": high,
+            "accuracy": correct / len(labels), "p_value": binomial_p(correct, len(labels)),
+            "n_test": len(labels)}

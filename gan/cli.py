@@ -1,0 +1,102 @@
+"""`pipeline train-refiner` and `pipeline refine`: the refiner on its own, on any two image sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from renderers.cli import fail, load_images, save_with_grid
+
+SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see gan/train.py DEFAULTS)."
+
+
+def parse_knobs(sets: list[str]) -> dict:
+    from gan.train import DEFAULTS
+
+    cfg = {}
+    for item in sets or []:
+        key, eq, text = item.partition("=")
+        if not eq or key not in DEFAULTS:
+            fail(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(DEFAULTS)}")
+        kind = type(DEFAULTS[key])
+        try:
+            cfg[key] = text.lower() in ("1", "true", "yes") if kind is bool else kind(float(text))
+        except ValueError:
+            fail(f"--set {key}: {text!r} is not a {kind.__name__}")
+    return cfg
+
+
+def train_refiner_cmd(
+        real: Path = typer.Option(..., "--real", help="Real images: ImageSet .npz or a folder of images (labels unused)."),
+        synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic images: ImageSet .npz (labels enable semantic consistency) or a folder."),
+        out: Path = typer.Option(Path("refiner.safetensors"), "--out", help="Weights file to write (safetensors)."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+        seed: int = typer.Option(0, "--seed"),
+        logdir: Optional[Path] = typer.Option(None, "--logdir", help="TensorBoard folder for losses and image grids."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")):
+    """Train the CycleGAN-style refiner G: synthetic -> real (and F: real -> synthetic)."""
+    from rich.progress import Progress
+
+    from classifiers.digits import DEFAULTS as CLF, resolve_device, train_classifier
+    from gan.train import DEFAULTS, save_refiner, train_refiner
+
+    if out.suffix != ".safetensors":
+        fail(f"--out {out} must end in .safetensors")
+    cfg = {**DEFAULTS, **parse_knobs(set_)}
+    try:
+        real_images, _ = load_images(real, "auto")
+        syn_images, labels = load_images(synthetic, "auto")
+        if real_images.shape[1:] != syn_images.shape[1:]:
+            raise ValueError(f"--real images are {real_images.shape[1:]} but --synthetic are "
+                             f"{syn_images.shape[1:]}; give both one size and channel count")
+        dev = resolve_device(device)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    writer = None
+    if logdir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(logdir))
+    with Progress() as bar:
+        classifier = None
+        if labels is not None and cfg["lambda_sem"] > 0:
+            task = bar.add_task("semantic classifier", total=cfg["sem_steps"])
+            classifier = train_classifier([(syn_images, labels, 1.0)],
+                                          {**CLF, "steps": cfg["sem_steps"]}, seed, dev,
+                                          lambda i, n: bar.update(task, completed=i))
+        task = bar.add_task("refiner", total=cfg["steps"])
+        nets, history = train_refiner(real_images, syn_images, labels, cfg, seed, dev,
+                                      lambda i, n: bar.update(task, completed=i), writer, classifier)
+    if writer is not None:
+        writer.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_refiner(nets, tmp, cfg, real_images.shape[1])
+    tmp.replace(out)
+    typer.echo(f"wrote {out}; last losses {json.dumps({k: round(v, 4) for k, v in history[-1].items()})}")
+
+
+def refine_cmd(weights: Path = typer.Option(..., "--weights", help="A refiner .safetensors from train-refiner."),
+               images: Path = typer.Option(..., "--images", help="ImageSet .npz or folder of synthetic images."),
+               out: Path = typer.Option(Path("refined.npz"), "--out", help="ImageSet to write (plus a grid PNG)."),
+               device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")):
+    """Apply a trained refiner's G to synthetic images; labels carry over."""
+    import numpy as np
+
+    from classifiers.digits import resolve_device
+    from gan.train import load_generator, refine
+
+    try:
+        G = load_generator(weights)
+        x, labels = load_images(images, "auto")
+        channels = G[1].in_channels
+        if x.shape[1] != channels:
+            raise ValueError(f"{images} has {x.shape[1]} channel(s) but the refiner expects {channels}")
+        refined = refine(G, x, resolve_device(device))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        fail(str(exc))
+    labels = labels if labels is not None else np.full(len(x), -1, np.int64)
+    png = save_with_grid(refined, labels, {"source": "refined", "weights": str(weights)}, out)
+    typer.echo(f"wrote {out} ({len(refined)} refined images) and {png}")

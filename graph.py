@@ -1,0 +1,141 @@
+"""The stage graph of an experiment config: which stages exist, their params and dependencies."""
+
+from __future__ import annotations
+
+import dag
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
+    """The stage graph of an experiment config."""
+    import stages as st
+    from data.mnist import FILES
+
+    e, clf = cfg["experiment"], cfg["classifier"]
+    bad = [m for m in e["mixtures"] if m not in st.MIXTURES]
+    if bad:
+        raise UserError(f"experiment.mixtures: unknown {bad}; known: {', '.join(st.MIXTURES)}")
+    pool = 60000 - e["holdout"]
+    if not 0 < e["holdout"] < 60000:
+        raise UserError(f"experiment.holdout must be between 1 and 59999, got {e['holdout']}")
+    if not e["budgets"] or any(not 0 < b <= pool for b in e["budgets"]):
+        raise UserError(f"experiment.budgets must lie in 1..{pool} (the pool), got {e['budgets']}")
+    if set(e["mixtures"]) - {"real", "real+composite"} and max(e["budgets"]) >= e["synthetic_total"]:
+        raise UserError("experiment.synthetic_total must exceed every budget (font cells get "
+                        "synthetic_total - budget renders)")
+    if not e["seeds"]:
+        raise UserError("experiment.seeds is empty; give at least one seed")
+    stages: dict[str, dag.Stage] = {}
+
+    def add(stage):
+        stages[stage.name] = stage
+
+    add(dag.Stage("mnist", st.mnist, {"sha256": {k: v[2] for k, v in FILES.items()}},
+                  code=("data.mnist", "data.imageset")))
+    add(dag.Stage("split", st.split, {"holdout": e["holdout"], "seed": e["split_seed"]},
+                  {"mnist": "mnist"}, code=("data.splits", "data.imageset")))
+    synthetic = {}  # mixture -> (stage giving its images, "{b}" for the budget; extra classify params)
+    mixtures = set(e["mixtures"])
+    if mixtures - {"real"}:
+        fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
+        add(dag.Stage("render_fonts", st.render_fonts, fonts,
+                      code=("renderers.fonts", "renderers.augment", "data.imageset")))
+        synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
+        synthetic["real+font"] = ("render_fonts", {"total": e["synthetic_total"],
+                                                   "synthetic_fraction": e["synthetic_fraction"]})
+    if "real+composite" in mixtures:
+        comp = cfg["composites"]
+        knobs = {k: v for k, v in comp.items() if k not in ("modes", "train_mode")}
+        if comp["train_mode"] not in comp["modes"]:
+            raise UserError(f"composites.train_mode {comp['train_mode']!r} is not among "
+                            f"composites.modes {comp['modes']}")
+        for mode in comp["modes"]:
+            add(dag.Stage(f"render_composites/{mode}", st.render_composites,
+                          {**knobs, "mode": mode}, {"fonts": "render_fonts"},
+                          code=("renderers.composite", "renderers.augment", "data.imageset")))
+        synthetic["real+composite"] = (f"render_composites/{comp['train_mode']}",
+                                       {"synthetic_fraction": e["synthetic_fraction"]})
+    if mixtures & {"gan", "real+gan"}:
+        add_refiners(add, cfg)
+        synthetic["gan"] = ("refine/b{b}", {"total": e["synthetic_total"]})
+        synthetic["real+gan"] = ("refine/b{b}", {"total": e["synthetic_total"],
+                                                 "synthetic_fraction": e["synthetic_fraction"]})
+    cells = []
+    for seed in e["seeds"]:
+        for b in e["budgets"]:
+            add(dag.Stage(f"budget/b{b}/s{seed}", st.budget, {"budget": b, "seed": seed},
+                          {"split": "split"}, code=("data.splits", "data.imageset")))
+            for m in e["mixtures"]:
+                cells.append(f"classify/{m}/b{b}/s{seed}")
+                deps = {"budget": f"budget/b{b}/s{seed}", "mnist": "mnist"}
+                extra = {}
+                if m in synthetic:
+                    source, extra = synthetic[m]
+                    deps["synthetic"] = source.format(b=b)
+                add(dag.Stage(cells[-1], st.classify,
+                              {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps,
+                              code=("classifiers.digits", "data.imageset", "stages:mixture_sources",
+                                    "stages:save_model")))
+    if "gap" in cfg:
+        add_gaps(add, stages, cfg)
+    renders = [n for n in stages if n.startswith(("render_", "refine/", "train_refiner/", "gap/"))]
+    add(dag.Stage("report", st.report, {"experiment": name},
+                  {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"},
+                  code=("report",), publish=True))
+    return stages
+
+
+def add_refiners(add, cfg: dict) -> None:
+    """oracle, and per budget train_refiner/b{b} (on the first seed's budget) and refine/b{b}."""
+    import stages as st
+
+    e, clf, ref = cfg["experiment"], cfg["classifier"], cfg["refiner"]
+    add_oracle(add, cfg)
+    seed = e["seeds"][0]
+    for b in e["budgets"]:
+        add(dag.Stage(f"budget/b{b}/s{seed}", st.budget, {"budget": b, "seed": seed},
+                      {"split": "split"}, code=("data.splits", "data.imageset")))
+        add(dag.Stage(f"train_refiner/b{b}", st.train_refiner, {**ref, "budget": b, "seed": seed},
+                      {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts"},
+                      code=("gan.train", "gan.networks", "gan.diffaugment", "classifiers.digits",
+                            "data.imageset")))
+        add(dag.Stage(f"refine/b{b}", st.refine, {"budget": b, "oracle_width": clf["width"]},
+                      {"refiner": f"train_refiner/b{b}", "synthetic": "render_fonts",
+                       "oracle": "oracle"},
+                      code=("gan.train", "gan.networks", "classifiers.digits", "data.imageset",
+                            "stages:load_model")))
+
+
+def add_gaps(add, stages: dict, cfg: dict) -> None:
+    """gap/<source>[/b{b}] for every synthetic source in the graph and the real-vs-real control."""
+    import stages as st
+
+    sources = {"gap/real-control": ("real-control", None, "split", "pool.npz")}
+    for name in stages:
+        if name == "render_fonts":
+            sources["gap/font"] = ("font", None, name, "fonts.npz")
+        elif name.startswith("render_composites/"):
+            mode = name.split("/")[1]
+            sources[f"gap/composite-{mode}"] = (f"composite-{mode}", None, name, "composites.npz")
+        elif name.startswith("refine/"):
+            b = int(name.split("/b")[1])
+            sources[f"gap/refined/b{b}"] = ("refined", b, name, "refined.npz")
+    if not any(n.startswith("train_refiner/") for n in stages):
+        add_oracle(add, cfg)
+    for name, (source, budget, stage, file) in sources.items():
+        add(dag.Stage(name, st.gap, {**cfg["gap"], "source": source, "budget": budget, "file": file,
+                                     "oracle_width": cfg["classifier"]["width"]},
+                      {"source": stage, "split": "split", "oracle": "oracle"},
+                      code=("classifiers.detector", "classifiers.frechet", "classifiers.digits",
+                            "data.imageset", "stages:load_model")))
+
+
+def add_oracle(add, cfg: dict) -> None:
+    import stages as st
+
+    add(dag.Stage("oracle", st.oracle, {**cfg["classifier"], "seed": 0},
+                  {"split": "split", "mnist": "mnist"},
+                  code=("classifiers.digits", "data.imageset", "stages:save_model")))

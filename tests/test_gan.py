@@ -1,0 +1,134 @@
+"""The refiner on tiny sizes: networks, pool, DiffAugment, losses, save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+from gan.diffaugment import OPS, diff_augment
+from gan.networks import discriminator, generator
+from gan.train import (DEFAULTS, ImagePool, load_generator, make_nets, refine, save_refiner,
+                       to_signed, train_refiner)
+
+TINY = {"batch_size": 8, "width": 4, "blocks": 1, "d_width": 8, "sem_steps": 5, "log_every": 1}
+CPU = torch.device("cpu")
+
+
+def digits(n, seed, thick):
+    """Crude 'digits': a bright bar of a seed-dependent thickness on black, uint8 [n, 1, 28, 28]."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 1, 28, 28), np.uint8)
+    for i in range(n):
+        r = rng.integers(6, 18)
+        x[i, 0, r:r + thick, 6:22] = 255
+    return x
+
+
+def test_shapes_grayscale_and_rgb():
+    for c in (1, 3):
+        x = torch.zeros(2, c, 28, 28)
+        assert generator(c, 4, 1)(x).shape == x.shape
+        assert discriminator(c, 8)(x).shape == (2, 1, 7, 7)
+    out = generator(1, 4, 1)(torch.randn(4, 1, 28, 28) * 5)
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_one_step_changes_every_network():
+    nets, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**TINY, "steps": 1}, 0,
+                                  CPU)
+    torch.manual_seed(0)  # train_refiner seeds torch the same way before building its networks
+    fresh = make_nets(1, {**DEFAULTS, **TINY})
+    for name, net in nets.items():
+        before = dict(fresh[name].named_parameters())
+        changed = [k for k, p in net.named_parameters() if not torch.equal(p, before[k])]
+        assert len(changed) == len(before), f"{name}: {len(before) - len(changed)} params unchanged"
+    assert history[0]["step"] == 1 and {"gan_G", "gan_F", "cycle", "D_real", "D_syn"} <= set(history[0])
+
+
+def test_pool_returns_past_images():
+    pool = ImagePool(4, torch.Generator().manual_seed(0))
+    first = torch.arange(4.0).view(4, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # filling: images pass through
+    seen_old = 0
+    for step in range(1, 20):
+        batch = torch.full((4, 1, 1, 1), 100.0 + step)
+        out = pool.query(batch)
+        seen_old += int((out < 100 + step).sum())
+        assert set(out.flatten().tolist()) <= set(range(4)) | set(range(100, 120))
+    assert seen_old > 10  # about half of the images come from the past
+    assert torch.equal(ImagePool(0).query(first), first)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_diffaugment_keeps_gradients(op):
+    x = torch.rand(6, 1, 28, 28, requires_grad=True)
+    y = diff_augment(x, (op,), torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    (y * torch.randn_like(y)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_diffaugment_ops_do_what_they_say():
+    x = torch.ones(200, 1, 28, 28)
+    gen = torch.Generator().manual_seed(0)
+    cut = diff_augment(x, ("cutout",), gen)
+    assert 0.1 < (cut == 0).float().mean() < 0.3  # a 14 x 14 square, partly off the edge
+    bright = diff_augment(x, ("brightness",), gen)
+    assert torch.allclose(bright - x, (bright - x)[:, :, :1, :1].expand_as(x))  # one shift per image
+    assert (bright - x).abs().max() <= 0.5
+    moved = diff_augment(x, ("translation",), gen)
+    assert ((moved == -1).flatten(1).any(1)).float().mean() > 0.5  # uncovered borders are black
+    with pytest.raises(ValueError, match="unknown DiffAugment op"):
+        diff_augment(x, ("saturation",))
+
+
+def test_self_regularisation_makes_g_near_identity():
+    real, syn = digits(32, 0, 2), digits(64, 1, 5)
+    cfg = {**TINY, "steps": 40, "lr": 5e-3, "lambda_cycle": 0.0}
+    x = to_signed(torch.as_tensor(syn[:16]))
+    dist, corr = {}, {}
+    for reg in (0.0, 100.0):
+        nets, _ = train_refiner(real, syn, None, {**cfg, "lambda_reg": reg}, 0, CPU)
+        with torch.no_grad():
+            g = nets["G"](x)
+        dist[reg] = (g - x).abs().mean().item()
+        corr[reg] = torch.corrcoef(torch.stack([g.flatten(), x.flatten()]))[0, 1].item()
+    # near-identity: G(x) follows x pixel for pixel (tanh leaves a small offset at -1 and 1)
+    assert corr[100.0] > 0.99 and dist[100.0] < 0.15, (corr, dist)
+    assert corr[0.0] < 0.9 and dist[0.0] > dist[100.0], (corr, dist)
+
+
+def test_semantic_consistency_uses_the_classifier():
+    from classifiers.digits import make_cnn
+    real, syn = digits(16, 0, 2), digits(16, 1, 5)
+    labels = np.arange(16) % 10
+    _, history = train_refiner(real, syn, labels, {**TINY, "steps": 2}, 0, CPU, classifier=make_cnn(4))
+    assert "semantic" in history[-1]
+    _, history = train_refiner(real, syn, labels, {**TINY, "steps": 2}, 0, CPU)
+    assert "semantic" not in history[-1]
+
+
+def test_save_load_round_trip(tmp_path):
+    nets, _ = train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, {**TINY, "steps": 2}, 0, CPU)
+    save_refiner(nets, tmp_path / "r.safetensors", TINY, 1)
+    for name in ("G", "F"):
+        loaded = load_generator(tmp_path / "r.safetensors", name)
+        x = torch.randn(3, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), nets[name](x))
+    images = digits(5, 2, 3)
+    out = refine(nets["G"], images, CPU, batch=2)
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    assert np.array_equal(out, refine(load_generator(tmp_path / "r.safetensors"), images, CPU))
+
+
+def test_not_a_refiner_file(tmp_path):
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(ValueError, match="not a refiner weights file"):
+        load_generator(tmp_path / "x.safetensors")
+
+
+def test_mismatched_sizes():
+    with pytest.raises(ValueError, match="needs one size"):
+        train_refiner(digits(4, 0, 2), np.zeros((4, 1, 32, 32), np.uint8), None, {**TINY, "steps": 1},
+                      0, CPU)
