@@ -220,8 +220,8 @@ def gap(params, inputs, out, ctx):
     rows = [c2st(real, other, kind, cfg, params["seed"], device, ctx.report)
             for kind in ("pixel", "fourier")]
     half = len(real) // 2  # SVDD learns from one half of the real images, is tested on the other
-    rows.append(deep_svdd(real[:half], real[half:], other[half:], cfg, params["seed"], device,
-                          ctx.report))
+    rows.append(deep_svdd(real[:half], real[half:], other[len(other) // 2:], cfg, params["seed"],
+                          device, ctx.report))
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
     fd = frechet_distance(features(oracle, real, device), features(oracle, other, device))
     return {"rows": rows, "frechet": fd, "n_real": len(real), "n_source": len(other)}

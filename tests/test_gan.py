@@ -132,3 +132,32 @@ def test_mismatched_sizes():
     with pytest.raises(ValueError, match="needs one size"):
         train_refiner(digits(4, 0, 2), np.zeros((4, 1, 32, 32), np.uint8), None, {**TINY, "steps": 1},
                       0, CPU)
+
+
+def test_train_refiner_and_refine_commands(tmp_path):
+    import subprocess
+    import sys
+
+    from data.imageset import ImageSet, load_imageset, save_imageset
+    save_imageset(ImageSet(digits(20, 0, 2), np.arange(20) % 10, {}), tmp_path / "syn.npz")
+    save_imageset(ImageSet(digits(20, 1, 4), np.arange(20) % 10, {}), tmp_path / "real.npz")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
+                              text=True)
+    weights = tmp_path / "r.safetensors"
+    proc = run("train-refiner", "--real", tmp_path / "real.npz", "--synthetic", tmp_path / "syn.npz",
+               "--out", weights, "--set", "steps=2", "--set", "sem_steps=2", "--set", "width=4",
+               "--set", "blocks=1", "--set", "batch_size=4", "--logdir", tmp_path / "tb")
+    assert proc.returncode == 0, proc.stderr
+    assert weights.is_file() and list((tmp_path / "tb").iterdir())
+    proc = run("refine", "--weights", weights, "--images", tmp_path / "syn.npz", "--out",
+               tmp_path / "refined.npz")
+    assert proc.returncode == 0, proc.stderr
+    refined = load_imageset(tmp_path / "refined.npz")
+    assert refined.images.shape == (20, 1, 28, 28) and list(refined.labels) == list(np.arange(20) % 10)
+    bad = run("refine", "--weights", tmp_path / "syn.npz", "--images", tmp_path / "syn.npz")
+    assert bad.returncode == 2 and "not a readable safetensors file" in bad.stderr
+    bad = run("train-refiner", "--real", tmp_path / "real.npz", "--synthetic", tmp_path / "syn.npz",
+              "--set", "steps=many", "--out", tmp_path / "s.safetensors")
+    assert bad.returncode == 2 and "not a int" in bad.stderr and not (tmp_path / "s.safetensors").exists()

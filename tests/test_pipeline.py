@@ -159,11 +159,12 @@ def test_unknown_experiment_and_list_and_dag():
     text = pipeline("dag", "smoke").stdout.splitlines()
     assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
     mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
-    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 327  # see below
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 362  # see below
     # 1 mnist->split, 12 split->budget, 72 cells x (budget, mnist), 60 synthetic sources->cells,
     # 3 fonts->composites, 2 into oracle, 4 refiners x (budget, fonts), 4 refine x (refiner, fonts,
-    # oracle), 85 into report (72 cells, 12 render/refiner stages, split)
-    assert 1 + 12 + 144 + 60 + 3 + 2 + 8 + 12 + 85 == 327
+    # oracle), 8 gap stages x (source, split, oracle) + the control's (split, oracle),
+    # 94 into report (72 cells, 12 render/refiner stages, 9 gap stages, split)
+    assert 1 + 12 + 144 + 60 + 3 + 2 + 8 + 12 + 26 + 94 == 362
     dot = pipeline("dag", "smoke", "--format", "dot").stdout
     assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
 
