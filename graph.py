@@ -79,7 +79,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                               {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps,
                               code=("classifiers.digits", "data.imageset", "stages:mixture_sources",
                                     "stages:save_model")))
-    if "gap" in cfg:
+    if "gap" in cfg and mixtures - {"real"}:  # a real-only study has no synthetic source to measure
         add_gaps(add, stages, cfg)
     renders = [n for n in stages if n.startswith(("render_", "refine/", "train_refiner/", "gap/"))]
     add(dag.Stage("report", st.report, {"experiment": name},
