@@ -21,6 +21,7 @@ from rich.table import Table
 
 import dag
 from graph import UserError, build_graph
+from workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent
 CONFIG_DIRS = (Path("configs"), ROOT / "configs")
@@ -127,10 +128,10 @@ def setup(exp: str, sets, workdir: Optional[Path]):
     except KeyError as exc:
         raise UserError(f"{config_path(exp)} lacks the key {exc.args[0]!r}; compare it with "
                         "configs/mnist-sweep.toml") from None
-    return name, cfg, stages, dag.Workspace(workdir or Path("runs") / name)
+    return name, cfg, stages, Workspace(workdir or Path("runs") / name)
 
 
-def print_summary(ws: dag.Workspace) -> None:
+def print_summary(ws: Workspace) -> None:
     import report
 
     path = ws.root / "summary.csv"
@@ -145,7 +146,7 @@ def print_summary(ws: dag.Workspace) -> None:
     console.print(table)
 
 
-def print_gap(ws: dag.Workspace) -> None:
+def print_gap(ws: Workspace) -> None:
     import report
 
     path = ws.root / "gap.csv"

@@ -6,6 +6,7 @@ import textwrap
 import pytest
 
 import dag
+from workspace import Workspace
 import toy_stages as toy
 
 
@@ -32,7 +33,7 @@ def calls(log):
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     monkeypatch.setenv("TOY_CALL_LOG", str(tmp_path / "calls.log"))
-    return dag.Workspace(tmp_path / "ws")
+    return Workspace(tmp_path / "ws")
 
 
 def test_first_run_executes_all_then_everything_is_cached(ws, tmp_path):
