@@ -14,19 +14,15 @@ SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see gan/train
 
 
 def parse_knobs(sets: list[str]) -> dict:
+    """The refiner's DEFAULTS with `--set KEY=VALUE` applied, checked as `pipeline run --set` is."""
     from gan.train import DEFAULTS
+    from graph import UserError
+    from pipeline import apply_overrides
 
-    cfg = {}
-    for item in sets or []:
-        key, eq, text = item.partition("=")
-        if not eq or key not in DEFAULTS:
-            fail(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(DEFAULTS)}")
-        kind = type(DEFAULTS[key])
-        try:
-            cfg[key] = text.lower() in ("1", "true", "yes") if kind is bool else kind(float(text))
-        except ValueError:
-            fail(f"--set {key}: {text!r} is not a {kind.__name__}")
-    return cfg
+    try:
+        return apply_overrides(dict(DEFAULTS), sets)
+    except UserError as exc:
+        fail(str(exc))
 
 
 def train_refiner_cmd(
@@ -41,11 +37,11 @@ def train_refiner_cmd(
     from rich.progress import Progress
 
     from classifiers.digits import DEFAULTS as CLF, resolve_device, train_classifier
-    from gan.train import DEFAULTS, save_refiner, train_refiner
+    from gan.train import save_refiner, train_refiner
 
     if out.suffix != ".safetensors":
         fail(f"--out {out} must end in .safetensors")
-    cfg = {**DEFAULTS, **parse_knobs(set_)}
+    cfg = parse_knobs(set_)
     try:
         real_images, _ = load_images(real, "auto")
         syn_images, labels = load_images(synthetic, "auto")
