@@ -49,23 +49,34 @@ class ImagePool:
     and the stored one is returned, so the discriminator also sees older generator outputs."""
 
     def __init__(self, size: int, gen: torch.Generator | None = None):
-        self.size, self.gen, self.images = size, gen, []
+        self.size, self.gen, self.images, self.count = size, gen, None, 0
 
     def query(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.detach()
         if self.size == 0:
-            return batch.detach()
-        out = []
-        for img in batch.detach():
-            if len(self.images) < self.size:
-                self.images.append(img.clone())
-                out.append(img)
-            elif torch.rand(1, generator=self.gen).item() < 0.5:
-                i = int(torch.randint(self.size, (1,), generator=self.gen))
-                out.append(self.images[i].clone())
-                self.images[i] = img.clone()
-            else:
-                out.append(img)
-        return torch.stack(out)
+            return batch
+        if self.images is None:
+            self.images = batch.new_empty((self.size, *batch.shape[1:]))
+        fill = min(self.size - self.count, len(batch))
+        self.images[self.count:self.count + fill] = batch[:fill]
+        self.count += fill
+        # the coin flips and slots are drawn on the CPU: no device sync per image; a slot is swapped
+        # at most once a batch, so each returned image is one stored before this batch
+        n = len(batch) - fill
+        swap = (torch.rand(n, generator=self.gen) < 0.5).tolist()
+        slots = torch.randint(self.size, (n,), generator=self.gen).tolist()
+        taken: dict[int, int] = {}   # slot -> row of the batch
+        for i, (s, j) in enumerate(zip(swap, slots)):
+            if s and j not in taken:
+                taken[j] = fill + i
+        if not taken:
+            return batch
+        rows = torch.tensor(list(taken.values()), device=batch.device)
+        slot = torch.tensor(list(taken), device=batch.device)
+        out = batch.clone()
+        out[rows] = self.images[slot]
+        self.images[slot] = batch[rows]
+        return out
 
 
 def make_nets(channels: int, cfg: dict) -> dict[str, nn.Module]:
