@@ -66,8 +66,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     cells = []
     for seed in e["seeds"]:
         for b in e["budgets"]:
-            add(dag.Stage(f"budget/b{b}/s{seed}", st.budget, {"budget": b, "seed": seed},
-                          {"split": "split"}, code=("data.splits", "data.imageset")))
+            add(budget_stage(b, seed))
             for m in e["mixtures"]:
                 cells.append(f"classify/{m}/b{b}/s{seed}")
                 deps = {"budget": f"budget/b{b}/s{seed}", "mnist": "mnist"}
@@ -88,6 +87,14 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     return stages
 
 
+def budget_stage(b: int, seed: int) -> dag.Stage:
+    """The seed's draw of b real images from the pool (the refiners use the first seed's)."""
+    import stages as st
+
+    return dag.Stage(f"budget/b{b}/s{seed}", st.budget, {"budget": b, "seed": seed},
+                     {"split": "split"}, code=("data.splits", "data.imageset"))
+
+
 def add_refiners(add, cfg: dict) -> None:
     """oracle, and per budget train_refiner/b{b} (on the first seed's budget) and refine/b{b}."""
     import stages as st
@@ -96,8 +103,7 @@ def add_refiners(add, cfg: dict) -> None:
     add_oracle(add, cfg)
     seed = e["seeds"][0]
     for b in e["budgets"]:
-        add(dag.Stage(f"budget/b{b}/s{seed}", st.budget, {"budget": b, "seed": seed},
-                      {"split": "split"}, code=("data.splits", "data.imageset")))
+        add(budget_stage(b, seed))
         add(dag.Stage(f"train_refiner/b{b}", st.train_refiner, {**ref, "budget": b, "seed": seed},
                       {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts"},
                       code=("gan.train", "gan.networks", "gan.diffaugment", "classifiers.digits",
