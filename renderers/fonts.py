@@ -5,6 +5,10 @@ non-empty shapes: placeholder fonts (LastResort draws the same box for every dig
 are rejected with a reason. Rendering follows MNIST's normalisation: the glyph is drawn large, slanted,
 rotated and thickened there, cropped to its ink, scaled to fit a 20×20 box keeping its aspect ratio
 (anti-aliased), and placed in 28×28 with its centre of mass at the centre.
+
+A share of the renders (`pen`) is drawn as a pen would: the glyph is thinned to its centre line,
+short side branches (serifs) are pruned and the line is redrawn with a round pen, which removes the
+thick/thin contrast of type.
 """
 
 from __future__ import annotations
@@ -170,9 +174,10 @@ def transform(glyph: np.ndarray, rotate_deg: float, shear: float,
 
 
 # ------------------------------------------------------------------------------ batch rendering
-RENDER_DEFAULTS = {"width_min": 2.0, "width_max": 3.4, "shear": 0.3, "rotate": 12.0,
-                   "box_min": 17.0, "box_max": 21.0, "aspect": 0.0, "elastic_alpha": 34.0, "elastic_sigma": 4.0,
-                   "blur": 0.6, "noise": 0.0, "chunk": 2000}
+RENDER_DEFAULTS = {"width_min": 2.0, "width_max": 3.4, "pen": 0.5, "prune": 8,
+                   "shear": 0.3, "rotate": 12.0, "box_min": 17.0, "box_max": 21.0, "aspect": 0.0,
+                   "elastic_alpha": 34.0, "elastic_sigma": 4.0, "blur": 0.6, "noise": 0.0,
+                   "chunk": 2000}
 
 _glyphs: dict = {}
 
@@ -218,6 +223,89 @@ def stroke_for(path: str, digit: int, target: float, box: float) -> int:
     return int(np.clip(round(s), -max(0, math.floor((w - 2) / 2)), 12))
 
 
+# ------------------------------------------------------------------------------ pen rendering
+def _neighbours(b: np.ndarray) -> list[np.ndarray]:
+    """The 8 neighbours of every pixel (zero outside), clockwise from the one above: P2..P9."""
+    p = np.pad(b, 1)
+    return [p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:], p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2],
+            p[:-2, :-2]]
+
+
+def _count(b: np.ndarray) -> np.ndarray:
+    return sum(x.astype(np.int8) for x in _neighbours(b))
+
+
+def thin(ink: np.ndarray) -> np.ndarray:
+    """Zhang & Suen's (1984) thinning of a binary image to a one-pixel-wide, 8-connected skeleton."""
+    b = ink.astype(bool)
+    changed = True
+    while changed:
+        changed = False
+        for first in (True, False):
+            p2, p3, p4, p5, p6, p7, p8, p9 = n = _neighbours(b)
+            count = sum(x.astype(np.int8) for x in n)
+            turns = sum((~n[i] & n[(i + 1) % 8]).astype(np.int8) for i in range(8))
+            drop = b & (count >= 2) & (count <= 6) & (turns == 1)
+            if first:
+                drop &= ~(p2 & p4 & p6) & ~(p4 & p6 & p8)
+            else:
+                drop &= ~(p2 & p4 & p8) & ~(p2 & p6 & p8)
+            if drop.any():
+                b &= ~drop
+                changed = True
+    return b
+
+
+def prune(skeleton: np.ndarray, length: int) -> np.ndarray:
+    """Remove side branches up to `length` pixels long (serifs, the foot of a 1) and keep the
+    ends of the main strokes: peel end points `length` times, then grow the remaining ends back
+    along the original skeleton (Gonzalez & Woods' pruning)."""
+    if length <= 0:
+        return skeleton
+    core = skeleton.copy()
+    for _ in range(length):
+        core &= _count(core) > 1
+    grow = core & (_count(core) == 1)
+    for _ in range(length):
+        grown = grow.copy()
+        for x in _neighbours(grow):
+            grown |= x
+        grow = grown & skeleton
+    return core | grow
+
+
+def disk_dilate(b: np.ndarray, radius: int) -> np.ndarray:
+    """Draw every pixel of `b` as a disk of `radius` (a round pen), growing the canvas to fit."""
+    h, w = b.shape
+    out = np.zeros((h + 2 * radius, w + 2 * radius), bool)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy * dy + dx * dx <= radius * (radius + 1):
+                out[radius + dy:radius + dy + h, radius + dx:radius + dx + w] |= b
+    return out
+
+
+_skeletons: dict = {}
+_pens: dict = {}
+
+
+def pen_glyph(path: str, digit: int, target: float, box: float, prune_length: int) -> np.ndarray:
+    """The glyph's centre line (serifs pruned) redrawn with a round pen whose width is `target`
+    pixels once the glyph is fitted in a `box`-pixel box: an even stroke, as a pen writes."""
+    key = (path, digit, prune_length)
+    if key not in _skeletons:
+        ink = np.pad(cached_glyph(path, digit, 0) > 127, 2)
+        skeleton = prune(thin(ink), prune_length)
+        ys, xs = np.nonzero(skeleton)
+        _skeletons[key] = skeleton, max(np.ptp(ys), np.ptp(xs)) + 1
+    skeleton, size = _skeletons[key]
+    # a pen of width 2r + 1 on a skeleton of size L gives (2r + 1) * box / (L + 2r) pixels
+    radius = int(np.clip(round((target * size - box) / (2 * (box - target))), 1, 12))
+    if (key, radius) not in _pens:
+        _pens[key, radius] = disk_dilate(skeleton, radius).astype(np.uint8) * 255
+    return _pens[key, radius]
+
+
 def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> np.ndarray:
     """Render `labels` (digits) with random fonts and geometric augmentation: uint8 [n, 28, 28]."""
     rng = np.random.default_rng(seed)
@@ -228,10 +316,14 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
     angles = rng.uniform(-cfg["rotate"], cfg["rotate"], size=n)
     boxes = rng.uniform(cfg["box_min"], cfg["box_max"], size=n)
     aspects = np.exp(rng.uniform(-cfg["aspect"], cfg["aspect"], size=n))
+    pens = rng.random(n) < cfg["pen"]
     out = np.empty((n, 28, 28), np.uint8)
     for i in range(n):
         path, digit = fonts[font_idx[i]], int(labels[i])
-        glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
+        if pens[i]:
+            glyph = pen_glyph(path, digit, widths[i], boxes[i], int(cfg["prune"]))
+        else:
+            glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
         out[i] = normalise(transform(glyph, angles[i], shears[i], aspects[i]), boxes[i])
     return out
 

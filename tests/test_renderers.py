@@ -10,7 +10,7 @@ from PIL import Image
 from data.mnist import load_mnist
 from renderers import composite as comp
 from renderers.fonts import (center_of_mass, check_font, discover, matplotlib_fonts, normalise,
-                             render_digits)
+                             pen_glyph, prune, render_digits, stroke_width, thin)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +87,39 @@ def test_mean_centre_of_mass_matches_mnist(fonts):
     ours = np.mean([center_of_mass(x[0]) for x in images], axis=0)
     theirs = np.mean([center_of_mass(x) for x in mnist], axis=0)
     assert np.abs(ours - theirs).max() < 0.5
+
+
+def test_thinning_and_pruning():
+    bar = np.zeros((40, 80), bool)
+    bar[15:25, 10:70] = True                      # a 10 px thick bar, 60 long
+    spur = bar.copy()
+    spur[25:31, 39:42] = True                     # plus a 6 px serif hanging below its middle
+    skeleton = thin(spur)
+    assert skeleton.any() and not (skeleton & ~spur).any()
+    # one pixel wide: no 2x2 block of skeleton pixels
+    assert not (skeleton[1:, 1:] & skeleton[:-1, 1:] & skeleton[1:, :-1] & skeleton[:-1, :-1]).any()
+    assert skeleton[25:].any()                    # the spur leaves a branch
+    pruned = prune(skeleton, 8)
+    assert not pruned[25:].any()                  # the branch is cut ...
+    cols = np.nonzero(pruned.any(0))[0]
+    plain = np.nonzero(thin(bar).any(0))[0]
+    assert cols.min() == plain.min() and cols.max() == plain.max()  # ... the stroke keeps its ends
+    assert np.array_equal(prune(skeleton, 0), skeleton)
+
+
+def test_pen_renders_have_the_asked_stroke_width():
+    """Round-pen glyphs of serif and sans fonts measure about the target width once fitted in the
+    box (median over the ten digits; curves and round ends add a little)."""
+    from renderers.fonts import transform
+    for name in ("DejaVuSerif.ttf", "DejaVuSans-Bold.ttf", "cmr10.ttf"):
+        medians = []
+        for target in (2.0, 3.0):
+            widths = [stroke_width(normalise(transform(pen_glyph(str(mpl_font(name)), d, target,
+                                                                 20.0, 8), 0.0, 0.0), 20.0))
+                      for d in range(10)]
+            medians.append(float(np.median(widths)))
+            assert abs(medians[-1] - target) < 0.75, (name, target, widths)
+        assert medians[1] > medians[0] + 0.5
 
 
 def edge_gradient(img, mask):
