@@ -146,7 +146,9 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
             if g["instrument"] == "c2st-pixel":
                 writer.add_scalar(f"gap/frechet/{g['source']}", g["frechet"], global_step=step)
     for budget, metrics in sorted((refiners or {}).items()):
-        writer.add_scalar("refiner/label_retention", metrics["label_retention"], global_step=budget)
+        for key in ("label_retention", "label_agreement", "oracle_accuracy_on_renders"):
+            if key in metrics:
+                writer.add_scalar(f"refiner/{key}", metrics[key], global_step=budget)
     for name, images in grids.items():
         grid = make_grid(torch.as_tensor(images[:64]), nrow=8, padding=2, pad_value=128)
         writer.add_image(f"samples/{name}", grid)

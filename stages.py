@@ -181,7 +181,8 @@ def train_refiner(params, inputs, out, ctx):
 
 def refine(params, inputs, out, ctx):
     """G applied to every font render; label retention = the oracle's accuracy on the refined
-    images against the render labels (and, for reference, on the renders themselves)."""
+    images against the render labels (and, for reference, on the renders themselves); label
+    agreement = how often the oracle reads G(x) as it reads x, which counts flips by G alone."""
     from classifiers.digits import predict, resolve_device
     from gan.train import load_generator, refine as apply
 
@@ -193,10 +194,11 @@ def refine(params, inputs, out, ctx):
                                                   **params}), out / "refined.npz")
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
 
-    def accuracy(x):
-        return float((predict(oracle, x, device).argmax(1) == fonts.labels).mean())
-
-    return {"label_retention": accuracy(images), "oracle_accuracy_on_renders": accuracy(fonts.images),
+    before = predict(oracle, fonts.images, device).argmax(1)
+    after = predict(oracle, images, device).argmax(1)
+    return {"label_retention": float((after == fonts.labels).mean()),
+            "oracle_accuracy_on_renders": float((before == fonts.labels).mean()),
+            "label_agreement": float((after == before).mean()),
             "mean_abs_change": float(abs(images.astype(float) - fonts.images).mean() / 255)}
 
 
