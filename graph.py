@@ -99,7 +99,7 @@ def add_refiners(add, cfg: dict) -> None:
     """oracle, and per budget train_refiner/b{b} (on the first seed's budget) and refine/b{b}."""
     import stages as st
 
-    e, clf, ref = cfg["experiment"], cfg["classifier"], cfg["refiner"]
+    e, ref = cfg["experiment"], cfg["refiner"]
     add_oracle(add, cfg)
     seed = e["seeds"][0]
     for b in e["budgets"]:
@@ -108,7 +108,8 @@ def add_refiners(add, cfg: dict) -> None:
                       {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts"},
                       code=("gan.train", "gan.networks", "gan.diffaugment", "classifiers.digits",
                             "data.imageset")))
-        add(dag.Stage(f"refine/b{b}", st.refine, {"budget": b, "oracle_width": clf["width"]},
+        add(dag.Stage(f"refine/b{b}", st.refine,
+                      {"budget": b, "oracle_width": oracle_params(cfg)["width"]},
                       {"refiner": f"train_refiner/b{b}", "synthetic": "render_fonts",
                        "oracle": "oracle"},
                       code=("gan.train", "gan.networks", "classifiers.digits", "data.imageset",
@@ -133,15 +134,24 @@ def add_gaps(add, stages: dict, cfg: dict) -> None:
         add_oracle(add, cfg)
     for name, (source, budget, stage, file) in sources.items():
         add(dag.Stage(name, st.gap, {**cfg["gap"], "source": source, "budget": budget, "file": file,
-                                     "oracle_width": cfg["classifier"]["width"]},
+                                     "oracle_width": oracle_params(cfg)["width"]},
                       {"source": stage, "split": "split", "oracle": "oracle"},
                       code=("classifiers.detector", "classifiers.frechet", "classifiers.digits",
                             "data.imageset", "stages:load_model")))
 
 
+def oracle_params(cfg: dict) -> dict:
+    """The classifier's params with `[oracle]` overrides: trained once and used for evaluation only,
+    the oracle may train longer than the cells."""
+    extra = cfg.get("oracle", {})
+    bad = sorted(set(extra) - set(cfg["classifier"]))
+    if bad:
+        raise UserError(f"[oracle]: unknown key(s) {bad}; it takes [classifier] keys")
+    return {**cfg["classifier"], **extra, "seed": 0}
+
+
 def add_oracle(add, cfg: dict) -> None:
     import stages as st
 
-    add(dag.Stage("oracle", st.oracle, {**cfg["classifier"], "seed": 0},
-                  {"split": "split", "mnist": "mnist"},
+    add(dag.Stage("oracle", st.oracle, oracle_params(cfg), {"split": "split", "mnist": "mnist"},
                   code=("classifiers.digits", "data.imageset", "stages:save_model")))

@@ -169,6 +169,19 @@ def test_unknown_experiment_and_list_and_dag():
     assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
 
 
+def test_oracle_takes_its_own_classifier_overrides():
+    from graph import UserError, build_graph
+    from pipeline import load_config
+    _, cfg = load_config("mnist-sweep", ["oracle.steps=123"])
+    stages = build_graph("mnist-sweep", cfg)
+    assert stages["oracle"].params["steps"] == 123
+    assert stages["oracle"].params["width"] == cfg["classifier"]["width"]
+    assert stages["classify/real/b55/s0"].params["steps"] == cfg["classifier"]["steps"] != 123
+    cfg["oracle"] = {"stepz": 1}
+    with pytest.raises(UserError, match=r"\[oracle\]: unknown key"):
+        build_graph("mnist-sweep", cfg)
+
+
 def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     work = tmp_path / "w"
     pipeline("run", "smoke", "--set", "experiment.budgets=[20]", "--set", "experiment.seeds=[0]",
