@@ -31,7 +31,9 @@ def main():
     order = np.argsort(labels[:100], kind="stable")
     mnist = load_mnist()["test_images"][:100]
     mnist = mnist[np.argsort(load_mnist()["test_labels"][:100], kind="stable")]
-    comp, comp_labels = composite(renders, labels, 100, "gaussian", seed=0, cfg={"halo": 1})
+    comp_knobs = {k: v for k, v in cfg["composites"].items()
+                  if k not in ("modes", "train_mode", "count", "seed")}
+    comp, comp_labels = composite(renders, labels, 100, "gaussian", seed=0, cfg=comp_knobs)
     comp = comp[np.argsort(comp_labels, kind="stable")]
     gap = np.full((280, 8), 128, np.uint8)
     panel = np.concatenate([grid(mnist), gap, grid(renders[:100][order, 0]), gap,
