@@ -91,7 +91,8 @@ def apply_overrides(cfg: dict, sets: list[str]) -> dict:
         key, eq, text = item.partition("=")
         key = key.strip()
         if not eq:
-            raise UserError(f"--set {item!r} is not key=value (e.g. --set classifier.steps=500)")
+            example = next((k for k in valid if k.endswith("steps")), next(iter(valid)))
+            raise UserError(f"--set {item!r} is not key=value (e.g. --set {example}=500)")
         if key not in valid:
             raise UserError(f"--set: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
         try:
