@@ -10,7 +10,7 @@ from PIL import Image
 from data.mnist import load_mnist
 from renderers import composite as comp
 from renderers.fonts import (center_of_mass, check_font, discover, matplotlib_fonts, normalise,
-                             pen_glyph, prune, render_digits, stroke_width, thin)
+                             open_four, pen_glyph, prune, render_digits, stroke_width, thin)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,6 +120,35 @@ def test_pen_renders_have_the_asked_stroke_width():
             medians.append(float(np.median(widths)))
             assert abs(medians[-1] - target) < 0.75, (name, target, widths)
         assert medians[1] > medians[0] + 0.5
+
+
+def enclosed(ink):
+    """Background pixels that cannot be reached from the border: the glyph's holes."""
+    background = ~np.pad(ink > 0, 1)
+    reached = np.zeros_like(background)
+    reached[0], reached[-1], reached[:, 0], reached[:, -1] = True, True, True, True
+    while True:
+        grown = reached.copy()
+        grown[1:] |= reached[:-1]
+        grown[:-1] |= reached[1:]
+        grown[:, 1:] |= reached[:, :-1]
+        grown[:, :-1] |= reached[:, 1:]
+        grown &= background
+        if (grown == reached).all():
+            return background & ~reached
+        reached = grown
+
+
+def test_open_four_opens_every_fonts_four_and_leaves_other_shapes(fonts):
+    for path in fonts:
+        closed, opened = pen_glyph(path, 4, 2.7, 20.0, 0), pen_glyph(path, 4, 2.7, 20.0, 0, True)
+        assert enclosed(closed).sum() > 10, path          # type closes the 4 ...
+        assert not enclosed(opened).any(), path           # ... the opened one has no hole
+        assert opened.any(1).sum() >= 0.85 * closed.any(1).sum(), path  # and keeps its stem
+    assert np.array_equal(pen_glyph(fonts[0], 7, 2.7, 20.0, 0, True), pen_glyph(fonts[0], 7, 2.7, 20.0, 0))
+    yy, xx = np.mgrid[:60, :60]
+    ring = thin(np.abs(np.hypot(yy - 30, xx - 30) - 20) < 3)
+    assert np.array_equal(open_four(ring), ring)
 
 
 def edge_gradient(img, mask):
