@@ -42,7 +42,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     if mixtures - {"real"}:
         fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
         add(dag.Stage("render_fonts", st.render_fonts, fonts,
-                      code=("renderers.fonts", "renderers.augment", "data.imageset")))
+                      code=("renderers.fonts", "renderers.pen", "renderers.augment", "data.imageset")))
         synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
         synthetic["real+font"] = ("render_fonts", {"total": e["synthetic_total"],
                                                    "synthetic_fraction": e["synthetic_fraction"]})

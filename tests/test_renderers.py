@@ -10,7 +10,8 @@ from PIL import Image
 from data.mnist import load_mnist
 from renderers import composite as comp
 from renderers.fonts import (center_of_mass, check_font, discover, matplotlib_fonts, normalise,
-                             open_four, pen_glyph, prune, render_digits, stroke_width, thin)
+                             pen_glyph, render_digits, stroke_width)
+from renderers.pen import open_four, prune, thin
 
 ROOT = Path(__file__).resolve().parent.parent
 
