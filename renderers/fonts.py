@@ -265,13 +265,14 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
     pens = rng.random(n) < cfg["pen"]
     opens = (np.asarray(labels) == 4) & (rng.random(n) < cfg["open4"])
     pens |= opens
+    prune_length = int(cfg["prune"])
     out = np.empty((n, 28, 28), np.uint8)
     for i in range(n):
         path, digit = fonts[font_idx[i]], int(labels[i])
         if pens[i]:
             # a 4 is not pruned: in bold type its bar's end is a short branch, and without it
             # a 4 is a loop on a stem, which is how hands write a 9
-            glyph = pen_glyph(path, digit, widths[i], boxes[i], 0 if digit == 4 else int(cfg["prune"]),
+            glyph = pen_glyph(path, digit, widths[i], boxes[i], 0 if digit == 4 else prune_length,
                               bool(opens[i]))
         else:
             glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
