@@ -146,7 +146,8 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
             if g["instrument"] == "c2st-pixel":
                 writer.add_scalar(f"gap/frechet/{g['source']}", g["frechet"], global_step=step)
     for budget, metrics in sorted((refiners or {}).items()):
-        for key in ("label_retention", "label_agreement", "oracle_accuracy_on_renders"):
+        for key in ("label_retention", "label_agreement", "oracle_accuracy_on_renders",
+                    "retention_of_read_renders"):
             if key in metrics:
                 writer.add_scalar(f"refiner/{key}", metrics[key], global_step=budget)
     for name, images in grids.items():

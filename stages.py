@@ -182,7 +182,9 @@ def train_refiner(params, inputs, out, ctx):
 def refine(params, inputs, out, ctx):
     """G applied to every font render; label retention = the oracle's accuracy on the refined
     images against the render labels (and, for reference, on the renders themselves); label
-    agreement = how often the oracle reads G(x) as it reads x, which counts flips by G alone."""
+    agreement = how often the oracle reads G(x) as it reads x, which counts flips by G alone;
+    retention of read renders = the retention over the renders the oracle reads right, which
+    takes the renderer's share out."""
     from classifiers.digits import predict, resolve_device
     from gan.train import load_generator, refine as apply
 
@@ -196,7 +198,9 @@ def refine(params, inputs, out, ctx):
 
     before = predict(oracle, fonts.images, device).argmax(1)
     after = predict(oracle, images, device).argmax(1)
+    read = before == fonts.labels
     return {"label_retention": float((after == fonts.labels).mean()),
+            "retention_of_read_renders": float((after[read] == fonts.labels[read]).mean()),
             "oracle_accuracy_on_renders": float((before == fonts.labels).mean()),
             "label_agreement": float((after == before).mean()),
             "mean_abs_change": float(abs(images.astype(float) - fonts.images).mean() / 255)}

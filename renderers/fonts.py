@@ -8,8 +8,9 @@ rotated and thickened there, cropped to its ink, scaled to fit a 20×20 box keep
 
 A share of the renders (`pen`) is drawn as a pen would: the glyph is thinned to its centre line,
 short side branches (serifs) are pruned and the line is redrawn with a round pen, which removes the
-thick/thin contrast of type. A share of the 4s (`open4`) is drawn open, as most hands write it: type
-closes the 4 with a diagonal, and a classifier taught only closed 4s reads handwritten 9s as 4s.
+thick/thin contrast of type. A share of the 1s, 4s, 6s and 9s (`hand`) is drawn as most hands write
+them (HAND_FORMS): a classifier taught only the type forms reads handwriting wrong (a closed 4 as a
+9, a 1 with a foot as a 2, a 6 whose bowl fills two thirds of it as a 0 or an 8).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from renderers.pen import disk_dilate, open_four, prune, thin
+from renderers.pen import (bare_one, disk_dilate, open_four, prune, small_loop_nine, small_loop_six,
+                           thin)
 
 DIGITS = "0123456789"
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -177,7 +179,7 @@ def transform(glyph: np.ndarray, rotate_deg: float, shear: float,
 
 
 # ------------------------------------------------------------------------------ batch rendering
-RENDER_DEFAULTS = {"width_min": 2.0, "width_max": 3.4, "pen": 0.5, "prune": 8, "open4": 0.8,
+RENDER_DEFAULTS = {"width_min": 2.0, "width_max": 3.4, "pen": 0.5, "prune": 8, "hand": 0.8,
                    "shear": 0.3, "rotate": 12.0, "box_min": 17.0, "box_max": 21.0, "aspect": 0.0,
                    "elastic_alpha": 34.0, "elastic_sigma": 4.0, "blur": 0.6, "noise": 0.0,
                    "chunk": 2000}
@@ -227,21 +229,23 @@ def stroke_for(path: str, digit: int, target: float, box: float) -> int:
 
 
 # ------------------------------------------------------------------------------ pen rendering
+# digit -> its skeleton redrawn as most hands write it
+HAND_FORMS = {1: bare_one, 4: open_four, 6: small_loop_six, 9: small_loop_nine}
 _skeletons: dict = {}
 _pens: dict = {}
 
 
 def pen_glyph(path: str, digit: int, target: float, box: float, prune_length: int,
-              open4: bool = False) -> np.ndarray:
+              hand: bool = False) -> np.ndarray:
     """The glyph's centre line (serifs pruned) redrawn with a round pen whose width is `target`
     pixels once the glyph is fitted in a `box`-pixel box: an even stroke, as a pen writes.
-    With `open4`, a 4 is drawn open (`open_four`)."""
-    key = (path, digit, prune_length, open4 and digit == 4)
+    With `hand`, a digit of HAND_FORMS is drawn in its hand form."""
+    key = (path, digit, prune_length, hand and digit in HAND_FORMS)
     if key not in _skeletons:
         ink = np.pad(cached_glyph(path, digit, 0) > 127, 2)
         skeleton = prune(thin(ink), prune_length)
         if key[-1]:
-            skeleton = open_four(skeleton)
+            skeleton = HAND_FORMS[digit](skeleton)
         ys, xs = np.nonzero(skeleton)
         _skeletons[key] = skeleton, max(np.ptp(ys), np.ptp(xs)) + 1
     skeleton, size = _skeletons[key]
@@ -263,8 +267,8 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
     boxes = rng.uniform(cfg["box_min"], cfg["box_max"], size=n)
     aspects = np.exp(rng.uniform(-cfg["aspect"], cfg["aspect"], size=n))
     pens = rng.random(n) < cfg["pen"]
-    opens = (np.asarray(labels) == 4) & (rng.random(n) < cfg["open4"])
-    pens |= opens
+    hands = np.isin(labels, list(HAND_FORMS)) & (rng.random(n) < cfg["hand"])
+    pens |= hands
     prune_length = int(cfg["prune"])
     out = np.empty((n, 28, 28), np.uint8)
     for i in range(n):
@@ -273,7 +277,7 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
             # a 4 is not pruned: in bold type its bar's end is a short branch, and without it
             # a 4 is a loop on a stem, which is how hands write a 9
             glyph = pen_glyph(path, digit, widths[i], boxes[i], 0 if digit == 4 else prune_length,
-                              bool(opens[i]))
+                              bool(hands[i]))
         else:
             glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
         out[i] = normalise(transform(glyph, angles[i], shears[i], aspects[i]), boxes[i])

@@ -1,5 +1,5 @@
 """Skeleton operations for pen renders: Zhang–Suen thinning, pruning of short side branches, a round
-pen, and the opening of a type 4 (binary numpy images; True is ink)."""
+pen, and the hand forms of a type 1, 4, 6 and 9 (binary numpy images; True is ink)."""
 
 from __future__ import annotations
 
@@ -69,10 +69,42 @@ def disk_dilate(b: np.ndarray, radius: int) -> np.ndarray:
 
 def line_pixels(b: np.ndarray, y0: float, x0: float, y1: float, x1: float) -> None:
     """Set the pixels of the segment (y0, x0)-(y1, x1) in `b`, 8-connected."""
-    n = int(max(abs(y1 - y0), abs(x1 - x0))) + 1
+    n = int(2 * max(abs(y1 - y0), abs(x1 - x0))) + 2  # steps of at most half a pixel: no gaps
     ys = np.clip(np.round(np.linspace(y0, y1, n)).astype(int), 0, b.shape[0] - 1)
     xs = np.clip(np.round(np.linspace(x0, x1, n)).astype(int), 0, b.shape[1] - 1)
     b[ys, xs] = True
+
+
+def _stem(ys: np.ndarray, xs: np.ndarray) -> tuple[int, float, int]:
+    """The longest upright line of a skeleton's pixels (ys, xs), over slants -0.4..0.4: its pixel
+    count, its slant k and its column in the unslanted frame x + k * (y - bottom)."""
+    bottom = ys.max()
+    best = (-1, 0.0, 0)
+    for k in np.linspace(-0.4, 0.4, 17):
+        cols = np.round(xs + k * (ys - bottom)).astype(int)
+        counts = np.bincount(cols - cols.min())
+        c = int(np.argmax(counts))
+        if counts[c] > best[0]:
+            best = (int(counts[c]), float(k), c + int(cols.min()))
+    return best
+
+
+def bare_one(skeleton: np.ndarray) -> np.ndarray:
+    """A type 1 (a stem with a flag and often a foot) redrawn as most hands write it: the stem
+    alone, one straight stroke. The foot of a serif 1 makes it read as a 2, the flag as a 7.
+    A skeleton without an upright line half its height is returned unchanged."""
+    ys, xs = np.nonzero(skeleton)
+    if len(ys) < 10:
+        return skeleton
+    count, k, stem = _stem(ys, xs)
+    bottom = ys.max()
+    on_stem = np.abs(np.round(xs + k * (ys - bottom)) - stem) <= 1
+    if count < (bottom - ys.min() + 1) // 2:
+        return skeleton
+    y0, y1 = int(ys[on_stem].min()), int(ys[on_stem].max())
+    out = np.zeros_like(skeleton)
+    line_pixels(out, y0, stem - k * (y0 - bottom), y1, stem - k * (y1 - bottom))
+    return out
 
 
 def open_four(skeleton: np.ndarray) -> np.ndarray:
@@ -88,14 +120,7 @@ def open_four(skeleton: np.ndarray) -> np.ndarray:
         return skeleton
     top, bottom = ys.min(), ys.max()
     h = bottom - top + 1
-    best = (-1, 0.0, 0)
-    for k in np.linspace(-0.4, 0.4, 17):                  # x + k * (y - bottom): slant undone
-        cols = np.round(xs + k * (ys - bottom)).astype(int)
-        counts = np.bincount(cols - cols.min())
-        c = int(np.argmax(counts))
-        if counts[c] > best[0]:
-            best = (int(counts[c]), float(k), c + int(cols.min()))
-    count, k, stem = best
+    count, k, stem = _stem(ys, xs)
     cols = np.round(xs + k * (ys - bottom)).astype(int)
     lower = ys > top + h // 3
     rows = np.bincount(ys[lower & (cols < stem - 2)], minlength=skeleton.shape[0])
@@ -113,3 +138,55 @@ def open_four(skeleton: np.ndarray) -> np.ndarray:
     line_pixels(out, bar, left - k * (bar - bottom), y_top,
                 left + 0.15 * (stem - left) - k * (y_top - bottom))
     return out
+
+
+def holes(b: np.ndarray) -> np.ndarray:
+    """The background pixels that no 4-connected path joins to the border: the inside of loops."""
+    outside = np.zeros_like(b)
+    outside[[0, -1]] = ~b[[0, -1]]
+    outside[:, [0, -1]] |= ~b[:, [0, -1]]
+    while True:
+        grown = outside.copy()
+        grown[1:] |= outside[:-1]
+        grown[:-1] |= outside[1:]
+        grown[:, 1:] |= outside[:, :-1]
+        grown[:, :-1] |= outside[:, 1:]
+        grown &= ~b
+        if (grown == outside).all():
+            return ~b & ~outside
+        outside = grown
+
+
+def small_loop_six(skeleton: np.ndarray, loop: float = 0.4) -> np.ndarray:
+    """A type 6 (a bowl of two thirds of its height under a short hook) redrawn as most hands write
+    it: the loop squeezed into the lower `loop` of the height and the stroke above it stretched, so
+    the 6 is not read as a 0 or an 8. A skeleton without a loop, or with a small one, is returned
+    unchanged."""
+    inside = holes(skeleton)
+    ys = np.nonzero(skeleton)[0]
+    if not inside.any() or len(ys) < 10:
+        return skeleton
+    top, bottom = int(ys.min()), int(ys.max())
+    loop_top = int(np.nonzero(inside)[0].min()) - 1
+    new_top = bottom - loop * (bottom - top)
+    if loop_top - top < 2 or loop_top >= new_top:
+        return skeleton
+
+    def row(y):  # piecewise linear: the stroke [top, loop_top] stretched onto [top, new_top],
+        return np.where(y <= loop_top,  # the loop [loop_top, bottom] squeezed onto [new_top, bottom]
+                        top + (y - top) * (new_top - top) / (loop_top - top),
+                        new_top + (y - loop_top) * (bottom - new_top) / (bottom - loop_top))
+
+    out = np.zeros_like(skeleton)
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):  # every pair of touching pixels, as a segment
+        h, w = skeleton.shape
+        a = skeleton[:h - dy, max(0, -dx):w - max(0, dx)] & skeleton[dy:, max(0, dx):w + min(0, dx)]
+        for y, x in zip(*np.nonzero(a)):
+            x0 = x + max(0, -dx)
+            line_pixels(out, row(y), x0, row(y + dy), x0 + dx)
+    return thin(out)
+
+
+def small_loop_nine(skeleton: np.ndarray) -> np.ndarray:
+    """A type 9, a 6 turned half round: its loop squeezed into the upper part (`small_loop_six`)."""
+    return np.rot90(small_loop_six(np.rot90(skeleton, 2)), 2).copy()

@@ -208,11 +208,15 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
             "samples/composite-gaussian", "samples/refined-b20", "error_vs_data"} \
         <= set(events.Tags()["images"])
     assert {"error/real", "error/font", "error/real+font", "error/gan", "error/real+gan",
-            "refiner/label_retention", "refiner/label_agreement"} <= set(events.Tags()["scalars"])
+            "refiner/label_retention", "refiner/label_agreement",
+            "refiner/retention_of_read_renders"} <= set(events.Tags()["scalars"])
     m = next(json.loads(p.read_text()) for p in work.glob("cache/refine/*/meta.json"))["metrics"]
     assert 0 <= m["label_retention"] <= 1 and 0 <= m["label_agreement"] <= 1
     # retention can drop below the oracle's accuracy on the renders only by changed readings
     assert m["label_retention"] >= m["oracle_accuracy_on_renders"] - (1 - m["label_agreement"])
+    # the renders read right and kept make up part of the retention, the rest are renders G fixed
+    kept = m["oracle_accuracy_on_renders"] * m["retention_of_read_renders"]
+    assert m["label_retention"] >= kept - 1e-9
     losses = EventAccumulator(str(work / "tb" / "train_refiner-b20"))
     losses.Reload()
     assert {"refiner/gan_G", "refiner/cycle", "refiner/D_real"} <= set(losses.Tags()["scalars"])

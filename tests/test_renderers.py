@@ -9,9 +9,9 @@ from PIL import Image
 
 from data.mnist import load_mnist
 from renderers import composite as comp
-from renderers.fonts import (center_of_mass, check_font, discover, matplotlib_fonts, normalise,
-                             pen_glyph, render_digits, stroke_width)
-from renderers.pen import open_four, prune, thin
+from renderers.fonts import (center_of_mass, check_font, discover, cached_glyph, matplotlib_fonts,
+                             normalise, pen_glyph, render_digits, stroke_width)
+from renderers.pen import bare_one, holes, open_four, prune, small_loop_nine, small_loop_six, thin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,20 +124,12 @@ def test_pen_renders_have_the_asked_stroke_width():
 
 
 def enclosed(ink):
-    """Background pixels that cannot be reached from the border: the glyph's holes."""
-    background = ~np.pad(ink > 0, 1)
-    reached = np.zeros_like(background)
-    reached[0], reached[-1], reached[:, 0], reached[:, -1] = True, True, True, True
-    while True:
-        grown = reached.copy()
-        grown[1:] |= reached[:-1]
-        grown[:-1] |= reached[1:]
-        grown[:, 1:] |= reached[:, :-1]
-        grown[:, :-1] |= reached[:, 1:]
-        grown &= background
-        if (grown == reached).all():
-            return background & ~reached
-        reached = grown
+    """The glyph's holes."""
+    return holes(np.pad(ink > 0, 1))
+
+
+def skeleton(path, digit):
+    return prune(thin(np.pad(cached_glyph(path, digit, 0) > 127, 2)), 8)
 
 
 def test_open_four_opens_every_fonts_four_and_leaves_other_shapes(fonts):
@@ -150,6 +142,42 @@ def test_open_four_opens_every_fonts_four_and_leaves_other_shapes(fonts):
     yy, xx = np.mgrid[:60, :60]
     ring = thin(np.abs(np.hypot(yy - 30, xx - 30) - 20) < 3)
     assert np.array_equal(open_four(ring), ring)
+
+
+def test_bare_one_keeps_the_stem_alone(fonts):
+    feet = 0
+    for path in fonts:
+        typed = skeleton(path, 1)
+        bare = bare_one(typed)
+        rows = bare.sum(1)
+        assert rows.max() <= 2, path                               # one line, no foot, no flag
+        assert (rows > 0).sum() >= 0.85 * typed.any(1).sum(), path  # as tall as the 1
+        feet += typed.sum(1).max() > 10                             # type's foot: a long row
+    assert feet >= 5                                                # which most serif 1s have
+    line = np.zeros((40, 40), bool)
+    line[5:35, 20] = True
+    assert np.array_equal(bare_one(line), line)
+
+
+def loop_share(sk):
+    """The share of the height the lowest loop takes, from its top to the bottom of the glyph."""
+    ys = np.nonzero(sk)[0]
+    return (ys.max() - np.nonzero(holes(sk))[0].min() + 1) / (ys.max() - ys.min())
+
+
+@pytest.mark.parametrize("digit", [6, 9])
+def test_small_loop_six_and_nine(fonts, digit):
+    turn = (lambda sk: np.rot90(sk, 2)) if digit == 9 else (lambda sk: sk)
+    hand = small_loop_nine if digit == 9 else small_loop_six
+    for path in fonts:
+        typed = skeleton(path, digit)
+        drawn = hand(typed)
+        assert loop_share(turn(typed)) > 0.5, path          # type: a bowl of most of the height
+        assert loop_share(turn(drawn)) <= 0.45, path        # hand: a small loop, still closed
+        assert drawn.any(1).sum() >= typed.any(1).sum() - 2, path   # and as tall
+    line = np.zeros((40, 40), bool)
+    line[5:35, 20] = True
+    assert np.array_equal(hand(line), line)
 
 
 def edge_gradient(img, mask):
