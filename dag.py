@@ -290,6 +290,20 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
     return metas
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initialiser: end the worker once the runner that spawned it is gone (killed by a
+    signal it cannot catch), so no orphan keeps computing; its unfinished stage folder is cleaned
+    on the next run like any other leftover."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, jobs):
     """Run `todo` in `jobs` spawned processes as their dependencies finish."""
     import multiprocessing as mp
@@ -300,7 +314,8 @@ def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, jobs)
     events = manager.Queue()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     waiting, running, failure = list(todo), {}, None
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mpctx) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mpctx, initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         while waiting or running:
             if failure is None:
                 for r in list(waiting):

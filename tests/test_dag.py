@@ -1,7 +1,10 @@
 import importlib
 import json
+import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -139,6 +142,45 @@ def test_parallel_jobs_give_the_same_outputs(ws, tmp_path):
     assert (ws.root / "total.txt").read_text() == "8"
     metas = [json.loads(p.read_text()) for p in ws.cache.glob("*/*/meta.json")]
     assert len(metas) == 6 and all(m["key"] == rows[m["name"]]["key"] for m in metas)
+
+
+def running(pid):
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_workers_end_when_the_runner_is_killed(tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    here = Path(__file__).resolve().parent
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
+        import dag, toy_stages as toy
+        from workspace import Workspace
+        stages = {{"sleep": dag.Stage("sleep", toy.sleeper, {{"pid_file": {str(pid_file)!r},
+                                                             "seconds": 120}})}}
+        ws = Workspace({str(tmp_path / "ws")!r})
+        dag.run(stages, ws, dag.Context(device="cpu"), dag.plan(stages, ws, None, None), jobs=2)
+    """)
+    runner = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while not pid_file.exists() and time.time() < deadline and runner.poll() is None:
+        time.sleep(0.1)
+    assert pid_file.exists(), "the stage never started"
+    worker = int(pid_file.read_text())
+    assert running(worker)
+    runner.kill()                  # SIGKILL: the runner cannot pass anything on to its workers
+    runner.wait()
+    deadline = time.time() + 10
+    while running(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    alive = running(worker)
+    if alive:
+        subprocess.run(["kill", "-9", str(worker)])
+    assert not alive, "the worker outlived its runner"
 
 
 def test_cycle_and_missing_dependency_are_errors():

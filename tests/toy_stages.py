@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 
@@ -26,6 +27,13 @@ def double(params, inputs, out, ctx):
         raise RuntimeError("asked to fail")
     (out / "value.json").write_text(json.dumps(value * 2))
     return {"value": value * 2}
+
+
+def sleeper(params, inputs, out, ctx):
+    """Say which process runs it, then sleep: a stage to kill the runner under."""
+    Path(params["pid_file"]).write_text(str(os.getpid()))
+    time.sleep(params["seconds"])
+    return {}
 
 
 def total(params, inputs, out, ctx):
