@@ -31,12 +31,14 @@ def blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 def elastic(x: torch.Tensor, gen: torch.Generator, alpha: float, sigma: float) -> torch.Tensor:
     """Simard et al.'s elastic distortion: a random displacement field (uniform in [-1, 1]),
-    smoothed by a Gaussian of `sigma` pixels and scaled by `alpha` pixels."""
+    smoothed by a Gaussian of `sigma` pixels and scaled by a factor drawn per image uniformly in
+    [0, `alpha`] pixels, so mild and strong distortions alike occur."""
     if alpha <= 0:
         return x
     n, _, h, w = x.shape
     field = torch.rand(n, 2, h, w, generator=gen, device=x.device) * 2 - 1
-    field = blur(field, torch.full((n,), sigma, device=x.device)) * alpha
+    scale = alpha * torch.rand(n, 1, 1, 1, generator=gen, device=x.device)
+    field = blur(field, torch.full((n,), sigma, device=x.device)) * scale
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device),
                             torch.linspace(-1, 1, w, device=x.device), indexing="ij")
     grid = torch.stack([xs + field[:, 0] * 2 / (w - 1), ys + field[:, 1] * 2 / (h - 1)], -1)

@@ -98,9 +98,9 @@ def bare_one(skeleton: np.ndarray) -> np.ndarray:
         return skeleton
     count, k, stem = _stem(ys, xs)
     bottom = ys.max()
-    on_stem = np.abs(np.round(xs + k * (ys - bottom)) - stem) <= 1
     if count < (bottom - ys.min() + 1) // 2:
         return skeleton
+    on_stem = np.abs(np.round(xs + k * (ys - bottom)) - stem) <= 1
     y0, y1 = int(ys[on_stem].min()), int(ys[on_stem].max())
     out = np.zeros_like(skeleton)
     line_pixels(out, y0, stem - k * (y0 - bottom), y1, stem - k * (y1 - bottom))
@@ -178,8 +178,8 @@ def small_loop_six(skeleton: np.ndarray, loop: float = 0.4) -> np.ndarray:
                         new_top + (y - loop_top) * (bottom - new_top) / (bottom - loop_top))
 
     out = np.zeros_like(skeleton)
+    h, w = skeleton.shape
     for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):  # every pair of touching pixels, as a segment
-        h, w = skeleton.shape
         a = skeleton[:h - dy, max(0, -dx):w - max(0, dx)] & skeleton[dy:, max(0, dx):w + min(0, dx)]
         for y, x in zip(*np.nonzero(a)):
             x0 = x + max(0, -dx)
