@@ -182,7 +182,7 @@ class Format(str, Enum):
     dot = "dot"
 
 
-WORKDIR = typer.Option(None, "--workdir", help="Workspace folder [default: runs/<experiment>].")
+WORKDIR = typer.Option(None, "--workdir", help="Workspace folder (default: runs/<experiment>).")
 SETS = typer.Option(None, "--set", help="Override a config value: --set classifier.steps=500.")
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from data.mnist import load_mnist
 from renderers import composite as comp
+from renderers.augment import elastic
 from renderers.fonts import (center_of_mass, check_font, discover, cached_glyph, matplotlib_fonts,
                              normalise, pen_glyph, render_digits, stroke_width)
 from renderers.pen import bare_one, holes, open_four, prune, small_loop_nine, small_loop_six, thin
@@ -88,6 +89,19 @@ def test_mean_centre_of_mass_matches_mnist(fonts):
     ours = np.mean([center_of_mass(x[0]) for x in images], axis=0)
     theirs = np.mean([center_of_mass(x) for x in mnist], axis=0)
     assert np.abs(ours - theirs).max() < 0.5
+
+
+def test_elastic_distortion_scale_is_drawn_per_image():
+    """The displacement scale is uniform in [0, alpha] per image: some images barely move, others
+    move by pixels (with one scale for all, even the calmest 1 % of these move 0.65 px)."""
+    y, x = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    ramp = ((x + y) / 54).expand(400, 1, 28, 28).contiguous()  # a change of 1/54 a pixel moved
+    out = elastic(ramp, torch.Generator().manual_seed(0), 34.0, 4.0)
+    moved = (out - ramp)[:, 0, 6:22, 6:22].abs().mean((1, 2)) * 54  # |dx + dy| inside, pixels
+    assert (moved < 0.1).float().mean() > 0.02 and moved.max() > 1.5
+    again = elastic(ramp, torch.Generator().manual_seed(0), 34.0, 4.0)
+    assert torch.equal(out, again)
+    assert torch.equal(elastic(ramp, torch.Generator(), 0.0, 4.0), ramp)
 
 
 def test_thinning_and_pruning():
