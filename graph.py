@@ -58,11 +58,14 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                           code=("renderers.composite", "renderers.augment", "data.imageset")))
         synthetic["real+composite"] = (f"render_composites/{comp['train_mode']}",
                                        {"synthetic_fraction": e["synthetic_fraction"]})
-    if mixtures & {"gan", "real+gan"}:
-        add_refiners(add, cfg)
-        synthetic["gan"] = ("refine/b{b}", {"total": e["synthetic_total"]})
-        synthetic["real+gan"] = ("refine/b{b}", {"total": e["synthetic_total"],
-                                                 "synthetic_fraction": e["synthetic_fraction"]})
+    if mixtures & {"gan", "real+gan", "tone", "real+tone"}:
+        add_refiners(add, cfg, mixtures)
+        variants = cfg["refiner"]["variants"]
+        for kind, stage in (("gan", "refine"), ("tone", "tone")):
+            template = stage + "/b{b}" + ("/s{s}" if cfg["refiner"]["per_seed"] else "")
+            extra = {"total": e["synthetic_total"], **({"variants": variants} if kind == "gan" else {})}
+            synthetic[kind] = (template, extra)
+            synthetic[f"real+{kind}"] = (template, {**extra, "synthetic_fraction": e["synthetic_fraction"]})
     cells = []
     for seed in e["seeds"]:
         for b in e["budgets"]:
@@ -73,14 +76,15 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                 extra = {}
                 if m in synthetic:
                     source, extra = synthetic[m]
-                    deps["synthetic"] = source.format(b=b)
+                    deps["synthetic"] = source.format(b=b, s=seed)
                 add(dag.Stage(cells[-1], st.classify,
                               {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps,
                               code=("classifiers.digits", "data.imageset", "stages:mixture_sources",
                                     "stages:save_model")))
     if "gap" in cfg and mixtures - {"real"}:  # a real-only study has no synthetic source to measure
         add_gaps(add, stages, cfg)
-    renders = [n for n in stages if n.startswith(("render_", "refine/", "train_refiner/", "gap/"))]
+    renders = [n for n in stages
+               if n.startswith(("render_", "refine/", "train_refiner/", "tone/", "gap/"))]
     add(dag.Stage("report", st.report, {"experiment": name},
                   {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"},
                   code=("report",), publish=True))
@@ -95,42 +99,72 @@ def budget_stage(b: int, seed: int) -> dag.Stage:
                      {"split": "split"}, code=("data.splits", "data.imageset"))
 
 
-def add_refiners(add, cfg: dict) -> None:
-    """oracle, and per budget train_refiner/b{b} (on the first seed's budget) and refine/b{b}."""
+def refiner_seeds(cfg: dict) -> list[tuple[int, str]]:
+    """(seed, name suffix) of the refiners of each budget: every seed's when `refiner.per_seed`,
+    else the first seed's alone (named without a seed)."""
+    seeds = cfg["experiment"]["seeds"]
+    if cfg["refiner"]["per_seed"]:
+        return [(s, f"/s{s}") for s in seeds]
+    return [(seeds[0], "")]
+
+
+def add_refiners(add, cfg: dict, mixtures: set) -> None:
+    """oracle, and per budget (and seed, with `refiner.per_seed`) train_refiner and refine (the
+    GAN) and tone (the tone-curve baseline), each on that seed's budget of real images."""
     import stages as st
 
     e, ref = cfg["experiment"], cfg["refiner"]
+    if ref["variants"] < 1:
+        raise UserError(f"refiner.variants must be at least 1, got {ref['variants']}")
+    if ref["variants"] > 1 and not ref["warp"]:
+        raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
+                        "noise input, so without it every variant is the same image")
     add_oracle(add, cfg)
-    seed = e["seeds"][0]
+    oracle = {"oracle_width": oracle_params(cfg)["width"]}
     for b in e["budgets"]:
-        add(budget_stage(b, seed))
-        add(dag.Stage(f"train_refiner/b{b}", st.train_refiner, {**ref, "budget": b, "seed": seed},
-                      {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts"},
-                      code=("gan.train", "gan.networks", "gan.diffaugment", "classifiers.digits",
-                            "data.imageset")))
-        add(dag.Stage(f"refine/b{b}", st.refine,
-                      {"budget": b, "oracle_width": oracle_params(cfg)["width"]},
-                      {"refiner": f"train_refiner/b{b}", "synthetic": "render_fonts",
-                       "oracle": "oracle"},
-                      code=("gan.train", "gan.networks", "classifiers.digits", "data.imageset",
-                            "stages:load_model")))
+        for seed, suffix in refiner_seeds(cfg):
+            add(budget_stage(b, seed))
+            inputs = {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts",
+                      "oracle": "oracle"}
+            if mixtures & {"tone", "real+tone"}:
+                add(dag.Stage(f"tone/b{b}{suffix}", st.tone, {"budget": b, "seed": seed, **oracle},
+                              inputs, code=("renderers.tone", "classifiers.digits",
+                                            "data.imageset", "stages:load_model",
+                                            "stages:retention")))
+            if not mixtures & {"gan", "real+gan"}:
+                continue
+            add(dag.Stage(f"train_refiner/b{b}{suffix}", st.train_refiner,
+                          {**ref, "budget": b, "seed": seed},
+                          {"budget": inputs["budget"], "synthetic": "render_fonts"},
+                          code=("gan.train", "gan.networks", "gan.diffaugment", "renderers.tone",
+                                "classifiers.digits", "data.imageset")))
+            add(dag.Stage(f"refine/b{b}{suffix}", st.refine,
+                          {"budget": b, "seed": seed, "variants": ref["variants"], **oracle},
+                          {"synthetic": "render_fonts", "oracle": "oracle",
+                           "refiner": f"train_refiner/b{b}{suffix}"},
+                          code=("gan.train", "gan.networks", "classifiers.digits", "data.imageset",
+                                "stages:load_model", "stages:retention")))
 
 
 def add_gaps(add, stages: dict, cfg: dict) -> None:
-    """gap/<source>[/b{b}] for every synthetic source in the graph and the real-vs-real control."""
+    """gap/<source>[/b{b}] for every synthetic source in the graph and the real-vs-real control;
+    with per-seed refiners, the first seed's refined and toned renders are measured."""
     import stages as st
 
     sources = {"gap/real-control": ("real-control", None, "split", "pool.npz")}
+    first = cfg["experiment"]["seeds"][0]
     for name in stages:
+        parts = name.split("/")
         if name == "render_fonts":
             sources["gap/font"] = ("font", None, name, "fonts.npz")
-        elif name.startswith("render_composites/"):
-            mode = name.split("/")[1]
-            sources[f"gap/composite-{mode}"] = (f"composite-{mode}", None, name, "composites.npz")
-        elif name.startswith("refine/"):
-            b = int(name.split("/b")[1])
-            sources[f"gap/refined/b{b}"] = ("refined", b, name, "refined.npz")
-    if not any(n.startswith("train_refiner/") for n in stages):
+        elif parts[0] == "render_composites":
+            sources[f"gap/composite-{parts[1]}"] = (f"composite-{parts[1]}", None, name,
+                                                    "composites.npz")
+        elif parts[0] in ("refine", "tone") and parts[2:] in ([], [f"s{first}"]):
+            b = int(parts[1][1:])
+            source, file = {"refine": ("refined", "refined.npz"), "tone": ("tone", "tone.npz")}[parts[0]]
+            sources[f"gap/{source}/b{b}"] = (source, b, name, file)
+    if not any(n.startswith(("train_refiner/", "tone/")) for n in stages):
         add_oracle(add, cfg)
     for name, (source, budget, stage, file) in sources.items():
         add(dag.Stage(name, st.gap, {**cfg["gap"], "source": source, "budget": budget, "file": file,

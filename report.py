@@ -81,8 +81,9 @@ def error_figure(summary: list[dict]):
 
 
 def gap_figure(gaps: list[dict]):
-    """AUC of each instrument: refined images against the refiner's budget (log x), the sources
-    without a budget as dashed horizontal lines, and 0.5 (no detectable gap) in black."""
+    """AUC of each instrument: refined (solid) and toned (dotted) renders against the budget they
+    were fitted on (log x), the sources without a budget as dashed horizontal lines, and 0.5 (no
+    detectable gap) in black."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,13 +93,15 @@ def gap_figure(gaps: list[dict]):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, instrument in enumerate(sorted({g["instrument"] for g in gaps})):
         color = colors[i % len(colors)]
-        rs = sorted((g for g in gaps if g["instrument"] == instrument and g["budget"] != ""),
-                    key=lambda g: int(g["budget"]))
-        if rs:
-            ax.errorbar([int(g["budget"]) for g in rs], [g["auc"] for g in rs],
-                        yerr=[[g["auc"] - g["auc_ci_low"] for g in rs],
-                              [g["auc_ci_high"] - g["auc"] for g in rs]],
-                        marker="o", color=color, capsize=3, label=f"refined, {instrument}")
+        for source, style in (("refined", "-"), ("tone", ":")):
+            rs = sorted((g for g in gaps if g["instrument"] == instrument and g["source"] == source
+                         and g["budget"] != ""), key=lambda g: int(g["budget"]))
+            if rs:
+                ax.errorbar([int(g["budget"]) for g in rs], [g["auc"] for g in rs],
+                            yerr=[[g["auc"] - g["auc_ci_low"] for g in rs],
+                                  [g["auc_ci_high"] - g["auc"] for g in rs]],
+                            marker="o", color=color, linestyle=style, capsize=3,
+                            label=f"{source}, {instrument}")
         for g in (g for g in gaps if g["instrument"] == instrument and g["budget"] == ""):
             if g["source"] in ("font", "real-control"):
                 ax.hlines(g["auc"], budgets[0], budgets[-1], colors=color,
@@ -116,8 +119,36 @@ def gap_figure(gaps: list[dict]):
     return fig
 
 
+def d_accuracy_figure(histories: dict[str, list[dict]]):
+    """Each refiner's discriminator accuracy on held-out real images against refined renders, over
+    training steps; 0.5 is a discriminator that has stopped telling them apart."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    def budget_then_seed(name):
+        return [int(part[1:]) for part in name.split("/")[1:]]
+
+    for name, history in sorted(histories.items(), key=lambda kv: budget_then_seed(kv[0])):
+        rows = [h for h in history if "d_accuracy" in h]
+        ax.plot([h["step"] for h in rows], [h["d_accuracy"] for h in rows], marker=".",
+                label=name.removeprefix("train_refiner/"))
+    ax.axhline(0.5, color="black", linewidth=0.8)
+    ax.axhline(0.6, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_ylim(0.3, 1.02)
+    ax.set_xlabel("refiner step")
+    ax.set_ylabel("D accuracy, held-out real vs refined")
+    ax.set_title("does the discriminator still teach?")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
-                 refiners: dict | None = None, gaps: list[dict] | None = None) -> list[dict]:
+                 refiners: dict | None = None, gaps: list[dict] | None = None,
+                 histories: dict | None = None) -> list[dict]:
     """results.csv, summary.csv, plots/error_vs_data.png and tb/ in `out`; return the summary."""
     from torch.utils.tensorboard import SummaryWriter
     import torch
@@ -145,6 +176,10 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
             writer.add_scalar(f"gap/{g['instrument']}/{g['source']}", g["auc"], global_step=step)
             if g["instrument"] == "c2st-pixel":
                 writer.add_scalar(f"gap/frechet/{g['source']}", g["frechet"], global_step=step)
+    if histories and any("d_accuracy" in h for hs in histories.values() for h in hs):
+        dfig = d_accuracy_figure(histories)
+        dfig.savefig(out / "plots" / "d_accuracy.png")
+        writer.add_figure("d_accuracy", dfig)
     for budget, metrics in sorted((refiners or {}).items()):
         for key in ("label_retention", "label_agreement", "oracle_accuracy_on_renders",
                     "retention_of_read_renders"):

@@ -8,10 +8,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from data.imageset import ImageSet, load_imageset, save_imageset
 
-MIXTURES = ("real", "font", "gan", "real+font", "real+gan", "real+composite")
-SYNTHETIC_FILES = {"font": "fonts.npz", "gan": "refined.npz"}  # the source of each synthetic mixture
+MIXTURES = ("real", "font", "gan", "tone", "real+font", "real+gan", "real+tone", "real+composite")
+SYNTHETIC_FILES = {"font": "fonts.npz", "gan": "refined.npz", "tone": "tone.npz"}
 
 
 def mnist(params, inputs, out, ctx):
@@ -85,11 +87,15 @@ def mixture_sources(params, inputs, real):
         return [(real.images, real.labels, 1.0)]
     kind = mixture.removeprefix("real+")
     if kind in SYNTHETIC_FILES:
+        # the first T - b renders; refined sets of k variants hold k copies of the renders, one
+        # after the other, and the cell takes the same renders' k variants
         renders = load_imageset(Path(inputs["synthetic"]) / SYNTHETIC_FILES[kind])
-        n = params["total"] - params["budget"]
-        if n < 1 or n > len(renders):
-            raise ValueError(f"{kind} mixture needs T - b = {n} images, have {len(renders)}")
-        synthetic = renders.subset(slice(0, n))
+        n, k = params["total"] - params["budget"], params.get("variants", 1)
+        per_variant = len(renders) // k
+        if n < 1 or n > per_variant:
+            raise ValueError(f"{kind} mixture needs T - b = {n} images, have {per_variant}")
+        synthetic = renders.subset(np.concatenate([np.arange(v * per_variant, v * per_variant + n)
+                                                   for v in range(k)]))
     elif kind == "composite":
         synthetic = load_imageset(Path(inputs["synthetic"]) / "composites.npz")
     else:
@@ -170,40 +176,74 @@ def train_refiner(params, inputs, out, ctx):
     start = time.time()
     writer = SummaryWriter(str(out / "tb"))
     nets, history = train(real.images, fonts.images, fonts.labels, cfg, params["seed"], device,
-                          ctx.report, writer, classifier)
+                          ctx.report, writer, classifier, real.labels)
     writer.close()
     seconds = time.time() - start
     save_refiner(nets, out / "refiner.safetensors", {**GAN, **cfg}, real.images.shape[1])
     (out / "losses.json").write_text(json.dumps(history))
     return {"train_seconds": seconds, "steps_per_second": cfg.get("steps", GAN["steps"]) / seconds,
-            "real_images": len(real), "final_losses": history[-1] if history else {}}
+            "real_images": len(real), "final_losses": history[-1] if history else {},
+            "d_accuracy": [h["d_accuracy"] for h in history if "d_accuracy" in h],
+            "field_px": history[-1].get("field_px", 0.0) if history else 0.0}
+
+
+def retention(oracle, renders: ImageSet, changed: np.ndarray, device) -> dict:
+    """How well the oracle still reads images made from the renders (refined or toned; a whole
+    number of copies of the renders, one after the other): label retention = its accuracy on
+    them against the render labels (and, for reference, on the renders themselves); label agreement
+    = how often it reads a changed image as it reads its render, which counts flips by the change
+    alone; retention of read renders = the retention over the renders it reads right, which takes
+    the renderer's share out."""
+    from classifiers.digits import predict
+
+    copies = len(changed) // len(renders)
+    oracle = oracle.to(device)
+    before = predict(oracle, renders.images, device).argmax(1)
+    after = predict(oracle, changed, device).argmax(1)
+    labels, before = np.tile(renders.labels, copies), np.tile(before, copies)
+    read = before == labels
+    return {"label_retention": float((after == labels).mean()),
+            "retention_of_read_renders": float((after[read] == labels[read]).mean()),
+            "oracle_accuracy_on_renders": float(read.mean()),
+            "label_agreement": float((after == before).mean()),
+            "mean_abs_change": float(abs(changed.astype(float) - np.tile(
+                renders.images, (copies, 1, 1, 1))).mean() / 255)}
 
 
 def refine(params, inputs, out, ctx):
-    """G applied to every font render; label retention = the oracle's accuracy on the refined
-    images against the render labels (and, for reference, on the renders themselves); label
-    agreement = how often the oracle reads G(x) as it reads x, which counts flips by G alone;
-    retention of read renders = the retention over the renders the oracle reads right, which
-    takes the renderer's share out."""
-    from classifiers.digits import predict, resolve_device
+    """G applied to every font render (`variants` times, each with its own noise); the oracle's
+    label retention on the refined images."""
+    from classifiers.digits import resolve_device
     from gan.train import load_generator, refine as apply
 
     device = resolve_device(ctx.device)
     fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
     G = load_generator(Path(inputs["refiner"]) / "refiner.safetensors").to(device)
-    images = apply(G, fonts.images, device, progress=ctx.report)
-    save_imageset(ImageSet(images, fonts.labels, {"source": f"refined-b{params['budget']}",
-                                                  **params}), out / "refined.npz")
+    images = apply(G, fonts.images, device, progress=ctx.report, variants=params["variants"],
+                   seed=params["seed"])
+    labels = np.tile(fonts.labels, params["variants"])
+    save_imageset(ImageSet(images, labels, {"source": f"refined-b{params['budget']}", **params}),
+                  out / "refined.npz")
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
+    return retention(oracle, fonts, images, device)
 
-    before = predict(oracle, fonts.images, device).argmax(1)
-    after = predict(oracle, images, device).argmax(1)
-    read = before == fonts.labels
-    return {"label_retention": float((after == fonts.labels).mean()),
-            "retention_of_read_renders": float((after[read] == fonts.labels[read]).mean()),
-            "oracle_accuracy_on_renders": float((before == fonts.labels).mean()),
-            "label_agreement": float((after == before).mean()),
-            "mean_abs_change": float(abs(images.astype(float) - fonts.images).mean() / 255)}
+
+def tone(params, inputs, out, ctx):
+    """The tone-curve baseline: every font render through the monotone lookup table that matches
+    its grey levels to the budget's real images (renderers/tone.py); the oracle's retention."""
+    from classifiers.digits import resolve_device
+    from renderers.tone import apply_tone_curve, fit_tone_curve
+
+    device = resolve_device(ctx.device)
+    fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
+    real = load_imageset(Path(inputs["budget"]) / "budget.npz")
+    curve = fit_tone_curve(fonts.images, real.images)
+    images = apply_tone_curve(fonts.images, curve)
+    save_imageset(ImageSet(images, fonts.labels, {"source": f"tone-b{params['budget']}", **params}),
+                  out / "tone.npz")
+    (out / "curve.json").write_text(json.dumps(curve.tolist()))
+    oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
+    return retention(oracle, fonts, images, device)
 
 
 def gap(params, inputs, out, ctx):
@@ -224,7 +264,7 @@ def gap(params, inputs, out, ctx):
     real = holdout[rng.permutation(len(holdout))[:params["samples"]]]
     cfg = {k: v for k, v in params.items() if k in DEFAULTS}
     rows = [c2st(real, other, kind, cfg, params["seed"], device, ctx.report)
-            for kind in ("pixel", "fourier")]
+            for kind in ("pixel", "fourier", "grey")]
     half = len(real) // 2  # SVDD learns from one half of the real images, is tested on the other
     rows.append(deep_svdd(real[:half], real[half:], other[len(other) // 2:], cfg, params["seed"],
                           device, ctx.report))
@@ -248,26 +288,29 @@ def report(params, inputs, out, ctx):
                      "n_synthetic": m["n_synthetic"], "steps": m["steps"]})
     grids = {"real": load_imageset(Path(inputs["split"]) / "pool.npz").images[:64]}
     for name, folder in inputs.items():
-        for file in ("fonts.npz", "composites.npz", "refined.npz"):
+        for file in ("fonts.npz", "composites.npz", "refined.npz", "tone.npz"):
             if (Path(folder) / file).is_file():
                 s = load_imageset(Path(folder) / file)
                 grids[s.meta["source"]] = s.images[:64]
-    refiners = {}
+    refiners, tones = {}, {}  # budget -> metrics of the first seed's refine / tone stage
+    histories = {}  # train_refiner stage -> its loss history
     for name, folder in inputs.items():
-        if name.startswith("refine/"):
+        if name.startswith(("refine/", "tone/")):
             meta = json.loads((Path(folder) / "meta.json").read_text())
-            refiners[meta["params"]["budget"]] = meta["metrics"]
+            found = refiners if name.startswith("refine/") else tones
+            found.setdefault(meta["params"]["budget"], meta["metrics"])
         if name.startswith("train_refiner/") and (Path(folder) / "tb").is_dir():
             shutil.copytree(Path(folder) / "tb", out / "tb" / name.replace("/", "-"))
+            histories[name] = json.loads((Path(folder) / "losses.json").read_text())
     gaps = []
     for name, folder in inputs.items():
         if name.startswith("gap/"):
             meta = json.loads((Path(folder) / "meta.json").read_text())
             p, m = meta["params"], meta["metrics"]
-            retention = refiners.get(p["budget"], {}).get("label_retention", "")
+            kept = {"refined": refiners, "tone": tones}.get(p["source"], {})
+            retention = kept.get(p["budget"], {}).get("label_retention", "")
             gaps += [{**r, "source": p["source"], "budget": p["budget"] or "", "frechet": m["frechet"],
-                      "label_retention": retention if p["source"] == "refined" else ""}
-                     for r in m["rows"]]
-    summary = write_report(out, rows, grids, refiners, gaps)
+                      "label_retention": retention} for r in m["rows"]]
+    summary = write_report(out, rows, grids, refiners, gaps, histories)
     return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
             "label_retention": {b: m["label_retention"] for b, m in sorted(refiners.items())}}

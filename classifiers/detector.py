@@ -3,8 +3,9 @@
 C2ST (Lopez-Paz & Oquab 2017): train a classifier to tell a real set from a synthetic one on half
 of each, score the other halves. If the sets come from one distribution, test accuracy is 0.5 up
 to binomial noise and the ROC AUC is 0.5; the further from 0.5, the larger the gap. Inputs are
-pixels or the log-magnitude of the 2-D Fourier transform (where up-sampling and blending leave
-periodic traces). Deep SVDD (Ruff et al. 2018) is trained on real images only: it maps them close
+pixels, the log-magnitude of the 2-D Fourier transform (where up-sampling and blending leave
+periodic traces), or each image's pixel values sorted (`grey`: the distribution of its grey levels
+alone, with no shape left to see). Deep SVDD (Ruff et al. 2018) is trained on real images only: it maps them close
 to a centre c fixed from the initial features, with no bias terms (a bias lets the network map
 everything to c); the distance to c scores how un-real an image looks, with no synthetic data seen.
 """
@@ -33,7 +34,9 @@ def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:
         return x
     if kind == "fourier":
         return torch.fft.fftshift(torch.log1p(torch.fft.fft2(x).abs()), dim=(-2, -1))
-    raise ValueError(f"unknown detector input {kind!r}; use pixel or fourier")
+    if kind == "grey":  # each image's pixel values sorted: its grey-level distribution, no shape
+        return x.flatten(2).sort(-1).values.reshape(x.shape)
+    raise ValueError(f"unknown detector input {kind!r}; use pixel, fourier or grey")
 
 
 def make_detector(channels: int, width: int, bias: bool = True) -> nn.Sequential:

@@ -43,11 +43,14 @@ def train_refiner_cmd(
         fail(f"--out {out} must end in .safetensors")
     cfg = parse_knobs(set_)
     try:
-        real_images, _ = load_images(real, "auto")
+        real_images, real_labels = load_images(real, "auto")
         syn_images, labels = load_images(synthetic, "auto")
         if real_images.shape[1:] != syn_images.shape[1:]:
             raise ValueError(f"--real images are {real_images.shape[1:]} but --synthetic are "
                              f"{syn_images.shape[1:]}; give both one size and channel count")
+        if cfg["conditional"] and (labels is None or real_labels is None):
+            raise ValueError("the conditional discriminator needs labels on both sides: give "
+                             "labelled ImageSets (.npz) or --set conditional=false")
         dev = resolve_device(device)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -64,7 +67,8 @@ def train_refiner_cmd(
                                           lambda i, n: bar.update(task, completed=i))
         task = bar.add_task("refiner", total=cfg["steps"])
         nets, history = train_refiner(real_images, syn_images, labels, cfg, seed, dev,
-                                      lambda i, n: bar.update(task, completed=i), writer, classifier)
+                                      lambda i, n: bar.update(task, completed=i), writer, classifier,
+                                      real_labels)
     if writer is not None:
         writer.close()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +81,11 @@ def train_refiner_cmd(
 def refine_cmd(weights: Path = typer.Option(..., "--weights", help="A refiner .safetensors from train-refiner."),
                images: Path = typer.Option(..., "--images", help="ImageSet .npz or folder of synthetic images."),
                out: Path = typer.Option(Path("refined.npz"), "--out", help="ImageSet to write (plus a grid PNG)."),
+               variants: int = typer.Option(1, "--variants", min=1, help="Refined variants per image, each with its own warp noise (needs a refiner trained with warp=true)."),
+               seed: int = typer.Option(0, "--seed", help="Seed of the warp noise."),
                device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")):
-    """Apply a trained refiner's G to synthetic images; labels carry over."""
+    """Apply a trained refiner's G to synthetic images; labels carry over (variant-major with
+    --variants: every image's first variant, then every image's second, ...)."""
     import numpy as np
 
     from classifiers.digits import resolve_device
@@ -87,12 +94,11 @@ def refine_cmd(weights: Path = typer.Option(..., "--weights", help="A refiner .s
     try:
         G = load_generator(weights)
         x, labels = load_images(images, "auto")
-        channels = G[1].in_channels
-        if x.shape[1] != channels:
-            raise ValueError(f"{images} has {x.shape[1]} channel(s) but the refiner expects {channels}")
-        refined = refine(G, x, resolve_device(device))
+        if x.shape[1] != G.channels:
+            raise ValueError(f"{images} has {x.shape[1]} channel(s) but the refiner expects {G.channels}")
+        refined = refine(G, x, resolve_device(device), variants=variants, seed=seed)
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(str(exc))
-    labels = labels if labels is not None else np.full(len(x), -1, np.int64)
+    labels = np.tile(labels if labels is not None else np.full(len(x), -1, np.int64), variants)
     png = save_with_grid(refined, labels, {"source": "refined", "weights": str(weights)}, out)
     typer.echo(f"wrote {out} ({len(refined)} refined images) and {png}")

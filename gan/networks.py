@@ -2,14 +2,22 @@
 
 Generator: a 7×7 stem, one stride-2 down-sampling, residual blocks at half resolution, one
 up-sampling and a 7×7 head with tanh (CycleGAN's ResNet generator with a single down/up level, since
-at 28×28 two levels would leave a 7×7 map). Discriminator: a PatchGAN whose 7×7 output scores
-overlapping 18×18 patches of a 28×28 input, so every score sees part of the digit, never all of it.
+at 28×28 two levels would leave a 7×7 map). The refiner's G may put a learned warp in front of it
+(`Refiner`): strokes move along a smooth displacement field, then the appearance network repaints
+them (ST-GAN's geometric step, Lin et al. 2018, with Simard's smooth fields as the family of warps).
+
+Discriminator: a trunk of two stride-2 convolutions shared by a PatchGAN head, whose 7×7 output
+scores overlapping 18×18 patches of a 28×28 input, and an image head that scores the whole image
+(what a two-sample test sees); both may be class-conditional by projection (Miyato & Koyama 2018)
+and spectrally normalised (Miyato et al. 2018).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 class ResBlock(nn.Module):
@@ -23,8 +31,18 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-def generator(channels: int = 1, width: int = 16, blocks: int = 4) -> nn.Sequential:
-    """Images in [-1, 1] -> images in [-1, 1] of the same shape."""
+class Saturating(nn.Module):
+    """1.1 · tanh, clipped to [-1, 1]: unlike tanh, it reaches black and white exactly, where most of
+    MNIST's pixels are (about four in five are exactly 0), at a finite input."""
+
+    def forward(self, x):
+        return (1.1 * torch.tanh(x)).clamp(-1.0, 1.0)
+
+
+def generator(channels: int = 1, width: int = 16, blocks: int = 4,
+              saturate: bool = False) -> nn.Sequential:
+    """Images in [-1, 1] -> images in [-1, 1] of the same shape; the head is tanh, or with
+    `saturate` one that reaches -1 and 1 exactly (`Saturating`)."""
     w2 = 2 * width
     return nn.Sequential(
         nn.ReflectionPad2d(3), nn.Conv2d(channels, width, 7), nn.InstanceNorm2d(width, affine=True),
@@ -33,25 +51,130 @@ def generator(channels: int = 1, width: int = 16, blocks: int = 4) -> nn.Sequent
         *[ResBlock(w2) for _ in range(blocks)],
         nn.ConvTranspose2d(w2, width, 3, stride=2, padding=1, output_padding=1),
         nn.InstanceNorm2d(width, affine=True), nn.ReLU(True),
-        nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), nn.Tanh())
+        nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), Saturating() if saturate else nn.Tanh())
 
 
-def discriminator(channels: int = 1, width: int = 32) -> nn.Sequential:
-    """PatchGAN: [N, C, 28, 28] -> [N, 1, 7, 7] raw scores (LSGAN targets 1 real, 0 fake).
-    Receptive field of one score: 4 + 3·2 + 2·4 = 18 pixels. No normalisation layer: instance norm
-    would let every score see the whole image's statistics, and batch norm couples real and fake."""
-    return nn.Sequential(
-        nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(2 * width, 1, 3, stride=1, padding=1))
+def warp_image(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """Sample x [N, C, H, W] at each pixel's centre plus `field` [N, 2, H, W] (x, y displacement in
+    pixels); a zero field returns x exactly, and ink moved in from outside the image is black (-1)."""
+    n, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([gx + field[:, 0] * 2 / w, gy + field[:, 1] * 2 / h], -1)
+    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+
+
+class Refiner(nn.Module):
+    """G = appearance ∘ warp (∘ tone). The warp network reads the image and a noise map and predicts a
+    displacement field at a quarter of the resolution, bounded by tanh to ±`max_px` pixels and
+    up-sampled bilinearly (so it is smooth by construction); its last layer starts at zero, so a
+    fresh refiner does not move strokes. Without a warp, G is the appearance network alone. The
+    buffer `tone` is a 256-entry lookup table that `refine` applies to the uint8 renders first (the
+    identity unless training fitted one, knob `tone_first`)."""
+
+    def __init__(self, channels: int = 1, width: int = 16, blocks: int = 4, warp: bool = False,
+                 max_px: float = 2.0, noise: int = 4, saturate: bool = False):
+        super().__init__()
+        self.appearance = generator(channels, width, blocks, saturate)
+        self.channels, self.max_px, self.noise = channels, max_px, noise
+        # a tone curve applied to the uint8 input before anything else (identity unless fitted)
+        self.register_buffer("tone", torch.arange(256, dtype=torch.uint8))
+        self.warp = None
+        if warp:
+            w2 = 2 * width
+            self.warp_body = nn.Sequential(
+                nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2, True),
+                nn.Conv2d(width, w2, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True),
+                nn.Conv2d(w2, w2, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True))
+            self.warp = nn.Sequential(
+                nn.Conv2d(w2 + noise, w2, 3, padding=1), nn.LeakyReLU(0.2, True),
+                nn.Conv2d(w2, 2, 3, padding=1))
+
+    def noise_like(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        h, w = x.shape[-2] // 4, x.shape[-1] // 4
+        return torch.randn(len(x), self.noise, h, w, generator=gen, device=x.device, dtype=x.dtype)
+
+    def field(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The displacement field [N, 2, H, W] in pixels, |each component| < max_px."""
+        if self.warp is None:
+            return x.new_zeros(len(x), 2, *x.shape[-2:])
+        z = torch.zeros_like(self.noise_like(x)) if z is None else z
+        low = torch.tanh(self.warp(torch.cat([self.warp_body(x), z], 1))) * self.max_px
+        return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def parts(self, x: torch.Tensor, z: torch.Tensor | None = None):
+        """(warped x, field, G(x)): the appearance step applied to the warped image."""
+        if self.warp is None:
+            return x, None, self.appearance(x)
+        field = self.field(x, z)
+        warped = warp_image(x, field)
+        return warped, field, self.appearance(warped)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        return self.parts(x, z)[2]
+
+
+def init_warp(net: Refiner) -> Refiner:
+    """The warp's last layer at zero: training starts from the identity warp."""
+    if net.warp is not None:
+        nn.init.zeros_(net.warp[-1].weight)
+        nn.init.zeros_(net.warp[-1].bias)
+    return net
+
+
+class Discriminator(nn.Module):
+    """[N, C, 28, 28] (+ labels) -> (patch scores [N, 1, 7, 7], image score [N] or None).
+    LSGAN targets: 1 real, 0 fake. No normalisation layer: instance norm would let every patch score
+    see the whole image's statistics, and batch norm couples real and fake."""
+
+    def __init__(self, channels: int = 1, width: int = 32, classes: int = 0, sn: bool = False,
+                 image_head: bool = False):
+        super().__init__()
+        wrap = spectral_norm if sn else (lambda m: m)
+        w2, w4 = 2 * width, 4 * width
+        self.trunk = nn.Sequential(
+            wrap(nn.Conv2d(channels, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True),
+            wrap(nn.Conv2d(width, w2, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True))
+        self.patch = wrap(nn.Conv2d(w2, 1, 3, stride=1, padding=1))
+        self.deep = self.linear = None
+        if image_head:
+            self.deep = nn.Sequential(wrap(nn.Conv2d(w2, w4, 3, stride=2, padding=1)),
+                                      nn.LeakyReLU(0.2, True))
+            self.linear = wrap(nn.Linear(w4, 1))
+        self.embed_patch = self.embed_image = None
+        if classes:
+            self.embed_patch = wrap(nn.Embedding(classes, w2))
+            if image_head:
+                self.embed_image = wrap(nn.Embedding(classes, w4))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        h = self.trunk(x)
+        patch = self.patch(h)
+        if self.embed_patch is not None:
+            patch = patch + (self.embed_patch(labels)[:, :, None, None] * h).sum(1, keepdim=True)
+        image = None
+        if self.deep is not None:
+            g = self.deep(h).sum((2, 3))  # sum pooling, as in the projection discriminator
+            image = self.linear(g)[:, 0]
+            if self.embed_image is not None:
+                image = image + (self.embed_image(labels) * g).sum(1)
+        return patch, image
+
+
+def discriminator(channels: int = 1, width: int = 32, **kw) -> Discriminator:
+    return Discriminator(channels, width, **kw)
 
 
 def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     """CycleGAN's initialisation: conv weights N(0, 0.02), norm scales N(1, 0.02), zero biases."""
     for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, gain)
-            if m.bias is not None:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            with torch.no_grad():
+                weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") \
+                    else m.weight
+                nn.init.normal_(weight, 0.0, gain)
+            if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.InstanceNorm2d) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, gain)
@@ -61,9 +184,3 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
-
-
-if __name__ == "__main__":  # shapes at a glance
-    g, d = generator(), discriminator()
-    x = torch.zeros(2, 1, 28, 28)
-    print(tuple(g(x).shape), tuple(d(x).shape), count_parameters(g), count_parameters(d))

@@ -1,17 +1,30 @@
 """The refiner: CycleGAN-style training of G: synthetic -> real and F: real -> synthetic.
 
 Losses (Zhu et al. 2017, with the additions of the study):
-- LSGAN adversarial losses against two PatchGAN discriminators, D_real and D_syn, each fed through
-  DiffAugment (real and generated alike) so that a few dozen real images suffice;
-- cycle consistency, λ_cycle · (|F(G(x)) - x| + |G(F(y)) - y|), λ_cycle = 10;
-- identity, λ_cycle · λ_identity · (|G(y) - y| + |F(x) - x|), λ_identity = 0.5;
-- SimGAN's self-regularisation, λ_reg · |G(x) - x| (Shrivastava et al. 2017): keep the refined
-  digit where the render put it;
+- LSGAN adversarial losses against two discriminators, D_real and D_syn, each with a PatchGAN head
+  and (knob `image_head`) a whole-image head, optionally class-conditional by projection
+  (`conditional`: the budget's real images and the renders are both labelled) and spectrally
+  normalised (`sn`); every discriminator input goes through the same differentiable augmentation
+  (`augment`, DiffAugment: translation and cutout keep grey levels, brightness hides them), and an
+  R1 penalty on real inputs (`r1`) keeps the discriminators smooth; they learn at their own rate
+  (`lr_d`, two time scales);
+- G = appearance ∘ warp (`warp`): a smooth displacement field of at most `warp_max_px` pixels,
+  predicted from the render and a noise map, moves the strokes; λ_smooth penalises the field's
+  squared gradient;
+- cycle consistency, λ_cycle · (|F(G(x)) - W(x)| + |A(F(y)) - y|), λ_cycle = 10, with W the warp and
+  A the appearance step: the cycle asks F to undo the repainting, not the deliberate warp;
+- identity, λ_cycle · λ_identity · (|A(y) - y| + |F(x) - x|);
+- SimGAN's self-regularisation, λ_reg · |G(x) - W(x)| (Shrivastava et al. 2017): the appearance
+  step keeps the digit where the warp put it;
 - CyCADA's semantic consistency, λ_sem · CE(C(G(x)), label(x)) (Hoffman et al. 2018), with C a
   frozen classifier trained on the labelled renders: G must not turn a 4 into a 9.
+With `tone_first`, the renders first go through the tone curve fitted on the training real images
+(renderers/tone.py), stored in G, so the GAN starts from the lookup table's grey levels.
 Discriminators learn from an image pool of 50 past fakes (Shrivastava et al.; Zhu et al.); Adam
-(2e-4, β = (0.5, 0.999)) with a learning rate constant for the first half and decaying linearly to
-zero over the second. Images are [-1, 1] floats inside, uint8 [N, C, H, W] outside.
+(β = (0.5, 0.999)) with a learning rate constant for the first half and decaying linearly to zero
+over the second. `holdout` real images are kept out of training: every log, the discriminator's
+accuracy on them against refined renders (`d_accuracy`) says whether it still teaches (0.5 = chance).
+Images are [-1, 1] floats inside, uint8 [N, C, H, W] outside.
 """
 
 from __future__ import annotations
@@ -24,14 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.diffaugment import POLICY, diff_augment
-from gan.networks import discriminator, generator, init_weights
+from gan.diffaugment import OPS, diff_augment
+from gan.networks import Refiner, discriminator, generator, init_warp, init_weights
 
-DEFAULTS = {"steps": 2000, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, "width": 16, "blocks": 4,
-            "d_width": 32, "pool_size": 50, "lambda_cycle": 10.0, "lambda_identity": 0.5,
-            "lambda_reg": 1.0, "lambda_sem": 1.0, "diffaugment": True, "sem_steps": 500,
-            "log_every": 100}
+DEFAULTS = {"steps": 2000, "batch_size": 32, "lr": 2e-4, "lr_d": 4e-4, "beta1": 0.5, "width": 16,
+            "blocks": 4, "d_width": 32, "pool_size": 50, "lambda_cycle": 10.0,
+            "lambda_identity": 0.5, "lambda_reg": 1.0, "lambda_sem": 1.0,
+            "augment": ["translation", "cutout"], "sn": True, "image_head": True,
+            "conditional": True, "r1": 0.0, "holdout": 64, "warp": False, "warp_max_px": 2.0,
+            "lambda_smooth": 1.0, "tone_first": False, "saturate": True, "sem_steps": 500, "log_every": 100, "variants": 1,
+            "per_seed": False}
 NETS = ("G", "F", "D_real", "D_syn")
+ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "saturate")
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -44,21 +61,31 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 class ImagePool:
-    """A buffer of past generated images (size 50 in CycleGAN). Until it is full, images go in and
-    come straight back out; afterwards each image, with probability 1/2, is swapped for a stored one
-    and the stored one is returned, so the discriminator also sees older generator outputs."""
+    """A buffer of past generated images (size 50 in CycleGAN), with their labels. Until it is full,
+    images go in and come straight back out; afterwards each image, with probability 1/2, is swapped
+    for a stored one and the stored one is returned, so the discriminator also sees older generator
+    outputs."""
 
     def __init__(self, size: int, gen: torch.Generator | None = None):
-        self.size, self.gen, self.images, self.count = size, gen, None, 0
+        self.size, self.gen, self.images, self.labels, self.count = size, gen, None, None, 0
 
-    def query(self, batch: torch.Tensor) -> torch.Tensor:
+    def query(self, batch: torch.Tensor, labels: torch.Tensor | None = None):
+        """Images (and labels, when given) back, some swapped for stored ones."""
         batch = batch.detach()
+        if labels is None:
+            labels = torch.zeros(len(batch), dtype=torch.long, device=batch.device)
+            return self._query(batch, labels)[0]
+        return self._query(batch, labels)
+
+    def _query(self, batch, labels):
         if self.size == 0:
-            return batch
+            return batch, labels
         if self.images is None:
             self.images = batch.new_empty((self.size, *batch.shape[1:]))
+            self.labels = labels.new_empty((self.size,))
         fill = min(self.size - self.count, len(batch))
         self.images[self.count:self.count + fill] = batch[:fill]
+        self.labels[self.count:self.count + fill] = labels[:fill]
         self.count += fill
         # the coin flips and slots are drawn on the CPU: no device sync per image; a slot is swapped
         # at most once a batch, so each returned image is one stored before this batch
@@ -70,20 +97,23 @@ class ImagePool:
             if s and j not in taken:
                 taken[j] = fill + i
         if not taken:
-            return batch
+            return batch, labels
         rows = torch.tensor(list(taken.values()), device=batch.device)
         slot = torch.tensor(list(taken), device=batch.device)
-        out = batch.clone()
-        out[rows] = self.images[slot]
-        self.images[slot] = batch[rows]
-        return out
+        out, out_labels = batch.clone(), labels.clone()
+        out[rows], out_labels[rows] = self.images[slot], self.labels[slot]
+        self.images[slot], self.labels[slot] = batch[rows], labels[rows]
+        return out, out_labels
 
 
 def make_nets(channels: int, cfg: dict) -> dict[str, nn.Module]:
-    return {"G": init_weights(generator(channels, cfg["width"], cfg["blocks"])),
-            "F": init_weights(generator(channels, cfg["width"], cfg["blocks"])),
-            "D_real": init_weights(discriminator(channels, cfg["d_width"])),
-            "D_syn": init_weights(discriminator(channels, cfg["d_width"]))}
+    d = {"classes": 10 if cfg["conditional"] else 0, "sn": cfg["sn"],
+         "image_head": cfg["image_head"]}
+    return {"G": init_warp(init_weights(Refiner(channels, cfg["width"], cfg["blocks"], cfg["warp"],
+                                                cfg["warp_max_px"], saturate=cfg["saturate"]))),
+            "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["saturate"])),
+            "D_real": init_weights(discriminator(channels, cfg["d_width"], **d)),
+            "D_syn": init_weights(discriminator(channels, cfg["d_width"], **d))}
 
 
 def linear_decay(steps: int):
@@ -96,37 +126,91 @@ def lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
     return F.mse_loss(scores, torch.full_like(scores, target))
 
 
+def adversarial(scores: tuple, target: float) -> torch.Tensor:
+    """LSGAN loss summed over the discriminator's heads (patch, and image when it has one)."""
+    patch, image = scores
+    loss = lsgan(patch, target)
+    return loss if image is None else loss + lsgan(image, target)
+
+
+def realness(scores: tuple) -> torch.Tensor:
+    """One score per image: the mean of its heads' mean outputs (above 0.5: called real)."""
+    patch, image = scores
+    s = patch.flatten(1).mean(1)
+    return s if image is None else (s + image) / 2
+
+
+def r1_penalty(D: nn.Module, x: torch.Tensor, labels) -> torch.Tensor:
+    """Mesheder et al.'s R1: the squared gradient norm of D's scores at real inputs."""
+    x = x.detach().requires_grad_(True)
+    patch, image = D(x, labels)
+    total = patch.flatten(1).mean(1).sum() + (0 if image is None else image.sum())
+    (grad,) = torch.autograd.grad(total, x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def smoothness(field: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring displacements, in pixels²."""
+    return ((field[..., 1:, :] - field[..., :-1, :]).pow(2).mean()
+            + (field[..., :, 1:] - field[..., :, :-1]).pow(2).mean())
+
+
 def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | None, cfg: dict,
                   seed: int, device: torch.device, progress=None, writer=None,
-                  classifier: nn.Module | None = None) -> tuple[dict[str, nn.Module], list[dict]]:
+                  classifier: nn.Module | None = None,
+                  real_labels: np.ndarray | None = None) -> tuple[dict[str, nn.Module], list[dict]]:
     """Train the four networks on uint8 images real [Nr, C, H, W] and synthetic [Ns, C, H, W].
 
     `labels` (of the synthetic images) and `classifier` (frozen, [0, 1] input) enable the semantic
-    consistency loss; without them λ_sem is ignored. Returns the networks (eval mode) and the loss
-    history, one dict every `log_every` steps; `writer` (a SummaryWriter) also gets losses and grids.
+    consistency loss; without them λ_sem is ignored. A conditional discriminator needs `labels` and
+    `real_labels`. Returns the networks (eval mode) and the history, one dict every `log_every`
+    steps; `writer` (a SummaryWriter) also gets losses and grids.
     """
     cfg = {**DEFAULTS, **cfg}
     if real.shape[1:] != synthetic.shape[1:]:
         raise ValueError(f"real images are {tuple(real.shape[1:])} but synthetic are "
                          f"{tuple(synthetic.shape[1:])}; the refiner needs one size")
+    if cfg["conditional"] and (labels is None or real_labels is None):
+        raise ValueError("a conditional discriminator needs labelled real and synthetic images; "
+                         "give labelled ImageSets or set conditional=false")
+    unknown = [a for a in cfg["augment"] if a not in OPS]
+    if unknown:
+        raise ValueError(f"augment: unknown op(s) {unknown}; known: {', '.join(OPS)}")
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1], cfg).items()}
     opt_g = torch.optim.Adam([*nets["G"].parameters(), *nets["F"].parameters()], lr=cfg["lr"],
                              betas=(cfg["beta1"], 0.999))
     opt_d = torch.optim.Adam([*nets["D_real"].parameters(), *nets["D_syn"].parameters()],
-                             lr=cfg["lr"], betas=(cfg["beta1"], 0.999))
+                             lr=cfg["lr_d"], betas=(cfg["beta1"], 0.999))
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg["steps"])) for o in (opt_g, opt_d)]
     pools = {k: ImagePool(cfg["pool_size"], torch.Generator().manual_seed(seed + i))
              for i, k in enumerate(("real", "syn"))}
-    real_t, syn_t = torch.as_tensor(real, device=device), torch.as_tensor(synthetic, device=device)
-    lab_t = None if labels is None else torch.as_tensor(labels, device=device)
-    use_sem = classifier is not None and lab_t is not None and cfg["lambda_sem"] > 0
+    # real images held out of training, to measure whether the discriminator generalises
+    order = np.random.default_rng(seed).permutation(len(real))
+    n_hold = min(cfg["holdout"], len(real) // 5)
+    hold, train = order[:n_hold], order[n_hold:]
+    real_t = torch.as_tensor(real[train], device=device)
+    hold_t = torch.as_tensor(real[hold], device=device)
+    no_labels = torch.zeros(len(real), dtype=torch.long)
+    rlab = torch.as_tensor(real_labels if real_labels is not None else no_labels, device=device)
+    rlab_t, hold_lab = rlab[torch.as_tensor(train, device=device)], rlab[torch.as_tensor(hold, device=device)]
+    if cfg["tone_first"]:  # G starts from the renders with the real images' grey levels
+        from renderers.tone import fit_tone_curve
+        nets["G"].tone.copy_(torch.as_tensor(fit_tone_curve(synthetic, real[train])))
+    syn_t = nets["G"].tone[torch.as_tensor(synthetic, device=device).long()]
+    lab_t = torch.as_tensor(labels if labels is not None else np.zeros(len(synthetic), np.int64),
+                            device=device)
+    probe = torch.randint(len(syn_t), (max(n_hold, 1),), generator=gen, device=device)
+    use_sem = classifier is not None and labels is not None and cfg["lambda_sem"] > 0
     if classifier is not None:
         classifier.to(device).eval().requires_grad_(False)
 
     def aug(x):
-        return diff_augment(x, POLICY, gen) if cfg["diffaugment"] else x
+        return diff_augment(x, cfg["augment"], gen) if cfg["augment"] else x
+
+    def cond(lab):
+        return lab if cfg["conditional"] else None
 
     G, Fn, D_real, D_syn = (nets[k] for k in NETS)
     lc, li = cfg["lambda_cycle"], cfg["lambda_cycle"] * cfg["lambda_identity"]
@@ -135,22 +219,29 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         i_syn = torch.randint(len(syn_t), (cfg["batch_size"],), generator=gen, device=device)
         i_real = torch.randint(len(real_t), (cfg["batch_size"],), generator=gen, device=device)
         x, y = to_signed(syn_t[i_syn]), to_signed(real_t[i_real])
+        lx, ly = lab_t[i_syn], rlab_t[i_real]
 
         # generators
         D_real.requires_grad_(False)
         D_syn.requires_grad_(False)
-        fake_y, fake_x = G(x), Fn(y)
-        losses = {"gan_G": lsgan(D_real(aug(fake_y)), 1.0), "gan_F": lsgan(D_syn(aug(fake_x)), 1.0),
-                  "cycle": F.l1_loss(Fn(fake_y), x) + F.l1_loss(G(fake_x), y)}
+        z = G.noise_like(x, gen) if G.warp is not None else None
+        warped, field, fake_y = G.parts(x, z)
+        fake_x = Fn(y)
+        losses = {"gan_G": adversarial(D_real(aug(fake_y), cond(lx)), 1.0),
+                  "gan_F": adversarial(D_syn(aug(fake_x), cond(ly)), 1.0),
+                  "cycle": F.l1_loss(Fn(fake_y), warped) + F.l1_loss(G.appearance(fake_x), y)}
         total = losses["gan_G"] + losses["gan_F"] + lc * losses["cycle"]
         if li > 0:
-            losses["identity"] = F.l1_loss(G(y), y) + F.l1_loss(Fn(x), x)
+            losses["identity"] = F.l1_loss(G.appearance(y), y) + F.l1_loss(Fn(x), x)
             total = total + li * losses["identity"]
         if cfg["lambda_reg"] > 0:
-            losses["self_reg"] = F.l1_loss(fake_y, x)
+            losses["self_reg"] = F.l1_loss(fake_y, warped)
             total = total + cfg["lambda_reg"] * losses["self_reg"]
+        if field is not None:
+            losses["smooth"] = smoothness(field)
+            total = total + cfg["lambda_smooth"] * losses["smooth"]
         if use_sem:
-            losses["semantic"] = F.cross_entropy(classifier((fake_y + 1) / 2), lab_t[i_syn])
+            losses["semantic"] = F.cross_entropy(classifier((fake_y + 1) / 2), lx)
             total = total + cfg["lambda_sem"] * losses["semantic"]
         opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -159,11 +250,19 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         # discriminators, on fresh real images and pooled fakes
         D_real.requires_grad_(True)
         D_syn.requires_grad_(True)
-        old_y, old_x = pools["real"].query(fake_y), pools["syn"].query(fake_x)
-        losses["D_real"] = 0.5 * (lsgan(D_real(aug(y)), 1.0) + lsgan(D_real(aug(old_y)), 0.0))
-        losses["D_syn"] = 0.5 * (lsgan(D_syn(aug(x)), 1.0) + lsgan(D_syn(aug(old_x)), 0.0))
+        old_y, old_lx = pools["real"].query(fake_y, lx)
+        old_x, old_ly = pools["syn"].query(fake_x, ly)
+        losses["D_real"] = 0.5 * (adversarial(D_real(aug(y), cond(ly)), 1.0)
+                                  + adversarial(D_real(aug(old_y), cond(old_lx)), 0.0))
+        losses["D_syn"] = 0.5 * (adversarial(D_syn(aug(x), cond(lx)), 1.0)
+                                 + adversarial(D_syn(aug(old_x), cond(old_ly)), 0.0))
+        d_total = losses["D_real"] + losses["D_syn"]
+        if cfg["r1"] > 0:
+            losses["r1"] = (r1_penalty(D_real, aug(y), cond(ly))
+                            + r1_penalty(D_syn, aug(x), cond(lx)))
+            d_total = d_total + cfg["r1"] / 2 * losses["r1"]
         opt_d.zero_grad(set_to_none=True)
-        (losses["D_real"] + losses["D_syn"]).backward()
+        d_total.backward()
         opt_d.step()
         for s in scheds:
             s.step()
@@ -171,6 +270,11 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["log_every"] == 0 or last:
             row = {"step": step + 1, **{k: v.item() for k, v in losses.items()}}
+            if field is not None:
+                row["field_px"] = field.norm(dim=1).mean().item()
+            if n_hold:
+                row["d_accuracy"] = held_out_accuracy(G, D_real, hold_t, cond(hold_lab),
+                                                      syn_t[probe], cond(lab_t[probe]), gen)
             if not all(math.isfinite(v) for v in row.values()):
                 raise FloatingPointError(f"refiner losses diverged at step {step + 1}: {row}")
             history.append(row)
@@ -178,32 +282,59 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
                 for k, v in row.items():
                     if k != "step":
                         writer.add_scalar(f"refiner/{k}", v, step + 1)
-                writer.add_image("refiner/input|G(x)|F(G(x))", triptych(x, fake_y, Fn(fake_y)), step + 1)
+                with torch.no_grad():
+                    grid = triptych(x, warped, fake_y, Fn(fake_y))
+                writer.add_image("refiner/input|warped|G(x)|F(G(x))", grid, step + 1)
         if progress is not None and ((step + 1) % 10 == 0 or last):
             progress(step + 1, cfg["steps"])
     return {k: v.eval() for k, v in nets.items()}, history
 
 
 @torch.no_grad()
-def triptych(x: torch.Tensor, gx: torch.Tensor, fgx: torch.Tensor, n: int = 8) -> torch.Tensor:
-    """A [C, H, W] grid: rows of input | G(x) | F(G(x)) for up to n images."""
+def held_out_accuracy(G, D, real: torch.Tensor, real_labels, renders: torch.Tensor, labels,
+                      gen: torch.Generator) -> float:
+    """D's accuracy (threshold 0.5) on held-out real images against freshly refined renders,
+    half and half, without augmentation."""
+    x = to_signed(renders)
+    fake = G(x, G.noise_like(x, gen) if G.warp is not None else None)
+    right_real = (realness(D(to_signed(real), real_labels)) > 0.5).float().mean()
+    right_fake = (realness(D(fake, labels)) <= 0.5).float().mean()
+    return float((right_real + right_fake) / 2)
+
+
+@torch.no_grad()
+def triptych(*columns: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """A [C, H, W] grid: one row per image, one column per stage (e.g. input | warped | G(x))."""
     from torchvision.utils import make_grid
 
-    n = min(n, len(x))
-    rows = torch.stack([x[:n], gx[:n], fgx[:n]], 1).flatten(0, 1)
-    return make_grid(rows.float().cpu().add(1).div(2).clamp(0, 1), nrow=3, pad_value=0.5)
+    n = min(n, len(columns[0]))
+    rows = torch.stack([c[:n] for c in columns], 1).flatten(0, 1)
+    return make_grid(rows.float().cpu().add(1).div(2).clamp(0, 1), nrow=len(columns), pad_value=0.5)
 
 
 @torch.no_grad()
 def refine(G: nn.Module, images: np.ndarray, device: torch.device, batch: int = 1000,
-           progress=None) -> np.ndarray:
-    """G applied to uint8 images [N, C, H, W]; uint8 out, same shape."""
+           progress=None, variants: int = 1, seed: int = 0) -> np.ndarray:
+    """G applied to uint8 images [N, C, H, W]; uint8 out, [variants · N, C, H, W], variant-major
+    (all images' first variant, then all second variants, ...). Each variant draws its own noise
+    map for the warp, from `seed`: the same call gives the same images."""
+    if variants > 1 and getattr(G, "warp", None) is None:
+        raise ValueError("variants > 1 need a refiner with a warp (warp = true): without one, "
+                         "G has no noise input and every variant is the same image")
     G.to(device).eval()
-    out = np.empty_like(images)
-    for i in range(0, len(images), batch):
-        x = to_signed(torch.as_tensor(images[i:i + batch], device=device))
-        out[i:i + batch] = to_uint8(G(x)).cpu().numpy()
-        progress and progress(min(i + batch, len(images)), len(images))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n = len(images)
+    out = np.empty((variants * n, *images.shape[1:]), np.uint8)
+    warp = getattr(G, "warp", None) is not None
+    for v in range(variants):
+        # one draw of noise per variant, whatever the batch size
+        z = G.noise_like(torch.empty(n, *images.shape[1:], device=device), gen) if warp else None
+        for i in range(0, n, batch):
+            x = torch.as_tensor(images[i:i + batch], device=device)
+            x = to_signed(G.tone[x.long()] if hasattr(G, "tone") else x)
+            zi = z[i:i + batch] if warp else None
+            out[v * n + i:v * n + i + len(x)] = to_uint8(G(x, zi)).cpu().numpy()
+            progress and progress(v * n + min(i + batch, n), variants * n)
     return out
 
 
@@ -213,12 +344,12 @@ def save_refiner(nets: dict[str, nn.Module], path, cfg: dict, channels: int) -> 
 
     tensors = {f"{name}.{k}": v.detach().float().cpu().contiguous()
                for name, net in nets.items() for k, v in net.state_dict().items()}
-    arch = {k: cfg[k] for k in ("width", "blocks", "d_width")}
+    arch = {k: {**DEFAULTS, **cfg}[k] for k in ARCH}
     save_file(tensors, str(path), metadata={"arch": json.dumps({**arch, "channels": channels})})
 
 
 def load_generator(path, name: str = "G") -> nn.Module:
-    """One generator (G: synthetic -> real, or F) from a refiner's safetensors file."""
+    """One generator (G: synthetic -> real, a `Refiner`; or F) from a refiner's safetensors file."""
     from safetensors import safe_open
 
     try:
@@ -234,6 +365,14 @@ def load_generator(path, name: str = "G") -> nn.Module:
     except Exception as exc:  # noqa: BLE001  (safetensors' own error type is not importable)
         raise ValueError(f"{path} is not a readable safetensors file ({exc}); give the "
                          "refiner.safetensors that train-refiner wrote") from None
-    net = generator(arch["channels"], arch["width"], arch["blocks"])
-    net.load_state_dict(state)
+    if name == "G":
+        net = Refiner(arch["channels"], arch["width"], arch["blocks"], arch.get("warp", False),
+                      arch.get("warp_max_px", 2.0), saturate=arch.get("saturate", False))
+    else:
+        net = generator(arch["channels"], arch["width"], arch["blocks"], arch.get("saturate", False))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the weights do not fit the architecture in its metadata "
+                         f"({str(exc).splitlines()[0]})") from None
     return net.eval()

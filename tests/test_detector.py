@@ -44,6 +44,23 @@ def test_deep_svdd_has_no_bias_and_separates():
     assert 0.35 < same["auc"] < 0.65, same
 
 
+def test_grey_input_keeps_the_grey_levels_and_drops_the_shape():
+    rng = np.random.default_rng(0)
+    x = (rng.random((3, 1, 8, 8)) * 255).astype(np.uint8)
+    shuffled = x.reshape(3, 1, 64)[:, :, rng.permutation(64)].reshape(3, 1, 8, 8)
+    a, b = to_input(x, "grey"), to_input(shuffled, "grey")
+    assert a.shape == (3, 1, 8, 8) and torch.equal(a, b)  # any arrangement of the same pixels
+    assert torch.all(a.flatten(1).diff(dim=1) >= 0)  # sorted
+    assert torch.allclose(a.flatten(1).sum(1), torch.as_tensor(x).float().flatten(1).sum(1) / 255)
+    # a shape difference with the same pixel values is invisible to it
+    bar = np.zeros((200, 1, 28, 28), np.uint8)
+    bar[:, :, 10:14, 4:24] = 200
+    col = np.zeros((200, 1, 28, 28), np.uint8)
+    col[:, :, 4:24, 10:14] = 200
+    same = c2st(bar, col, "grey", FAST)
+    assert same["auc"] == pytest.approx(0.5)
+
+
 def test_fourier_input_of_a_constant_image():
     x = to_input(np.full((2, 1, 8, 8), 255, np.uint8), "fourier")
     assert x.shape == (2, 1, 8, 8)

@@ -9,7 +9,8 @@ from gan.networks import discriminator, generator
 from gan.train import (DEFAULTS, ImagePool, load_generator, make_nets, refine, save_refiner,
                        to_signed, train_refiner)
 
-TINY = {"batch_size": 8, "width": 4, "blocks": 1, "d_width": 8, "sem_steps": 5, "log_every": 1}
+TINY = {"batch_size": 8, "width": 4, "blocks": 1, "d_width": 8, "sem_steps": 5, "log_every": 1,
+        "conditional": False, "holdout": 4}
 CPU = torch.device("cpu")
 
 
@@ -27,16 +28,19 @@ def test_shapes_grayscale_and_rgb():
     for c in (1, 3):
         x = torch.zeros(2, c, 28, 28)
         assert generator(c, 4, 1)(x).shape == x.shape
-        assert discriminator(c, 8)(x).shape == (2, 1, 7, 7)
+        patch, image = discriminator(c, 8)(x)
+        assert patch.shape == (2, 1, 7, 7) and image is None
+        patch, image = discriminator(c, 8, image_head=True, sn=True)(x)
+        assert patch.shape == (2, 1, 7, 7) and image.shape == (2,)
     out = generator(1, 4, 1)(torch.randn(4, 1, 28, 28) * 5)
     assert out.min() >= -1 and out.max() <= 1
 
 
 def test_one_step_changes_every_network():
-    nets, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**TINY, "steps": 1}, 0,
-                                  CPU)
+    cfg = {**TINY, "steps": 1, "warp": False}  # a fresh warp's zero last layer stops its gradient
+    nets, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, cfg, 0, CPU)
     torch.manual_seed(0)  # train_refiner seeds torch the same way before building its networks
-    fresh = make_nets(1, {**DEFAULTS, **TINY})
+    fresh = make_nets(1, {**DEFAULTS, **cfg})
     for name, net in nets.items():
         before = dict(fresh[name].named_parameters())
         changed = [k for k, p in net.named_parameters() if not torch.equal(p, before[k])]
@@ -87,7 +91,7 @@ def test_self_regularisation_makes_g_near_identity():
     x = to_signed(torch.as_tensor(syn[:16]))
     dist, corr = {}, {}
     for reg in (0.0, 100.0):
-        nets, _ = train_refiner(real, syn, None, {**cfg, "lambda_reg": reg}, 0, CPU)
+        nets, _ = train_refiner(real, syn, None, {**cfg, "lambda_reg": reg, "warp": False}, 0, CPU)
         with torch.no_grad():
             g = nets["G"](x)
         dist[reg] = (g - x).abs().mean().item()
@@ -161,3 +165,81 @@ def test_train_refiner_and_refine_commands(tmp_path):
     bad = run("train-refiner", "--real", tmp_path / "real.npz", "--synthetic", tmp_path / "syn.npz",
               "--set", "steps=many", "--out", tmp_path / "s.safetensors")
     assert bad.returncode == 2 and "not a int" in bad.stderr and not (tmp_path / "s.safetensors").exists()
+
+
+def test_zero_field_warp_is_the_identity():
+    from gan.networks import Refiner, init_warp, warp_image
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    assert torch.allclose(warp_image(x, torch.zeros(3, 2, 28, 28)), x, atol=1e-6)
+    G = init_warp(Refiner(1, 4, 1, warp=True, max_px=2.0))  # a fresh warp: zero field
+    warped, field, _ = G.parts(x, G.noise_like(x))
+    assert field.abs().max() == 0 and torch.allclose(warped, x, atol=1e-6)
+    # a whole-pixel field moves the image by that many pixels
+    shifted = warp_image(x, torch.cat([torch.ones(3, 1, 28, 28), torch.zeros(3, 1, 28, 28)], 1))
+    assert torch.allclose(shifted[..., :-1], x[..., 1:], atol=1e-5)
+
+
+def test_the_field_stays_within_its_bound():
+    from gan.networks import Refiner
+    G = Refiner(1, 4, 1, warp=True, max_px=1.5)
+    for p in G.warp.parameters():  # large weights drive tanh to saturation
+        torch.nn.init.normal_(p, 0, 5.0)
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    field = G.field(x, G.noise_like(x) * 10)
+    assert field.abs().max() <= 1.5 and field.abs().max() > 1.0
+
+
+def test_conditional_discriminator_depends_on_the_label():
+    torch.manual_seed(0)
+    D = discriminator(1, 8, classes=10, sn=True, image_head=True).eval()  # eval: SN power
+    x = torch.rand(4, 1, 28, 28).repeat(2, 1, 1, 1)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    patch, image = D(x, labels)
+    assert not torch.allclose(image[:4], image[4:]) and not torch.allclose(patch[:4], patch[4:])
+    patch2, image2 = D(x, labels)  # iteration frozen, so the same label gives the same score
+    assert torch.allclose(image, image2)
+
+
+def test_variants_differ_and_repeat():
+    from gan.networks import Refiner
+    torch.manual_seed(0)
+    G = Refiner(1, 4, 1, warp=True, max_px=2.0)
+    images = digits(6, 3, 4)
+    out = refine(G, images, CPU, variants=3, seed=1)
+    assert out.shape == (18, 1, 28, 28)
+    assert not np.array_equal(out[:6], out[6:12]) and not np.array_equal(out[6:12], out[12:])
+    assert np.array_equal(out, refine(G, images, CPU, variants=3, seed=1))
+    with pytest.raises(ValueError, match="need a refiner with a warp"):
+        refine(Refiner(1, 4, 1), images, CPU, variants=2)
+
+
+def test_the_discriminator_accuracy_is_logged_on_held_out_images():
+    real, syn = digits(40, 0, 2), digits(40, 1, 6)
+    labels = np.arange(40) % 10
+    _, history = train_refiner(real, syn, labels, {**TINY, "steps": 30, "log_every": 10,
+                                                   "conditional": True, "holdout": 8,
+                                                   "warp": True}, 0, CPU, real_labels=labels)
+    acc = [h["d_accuracy"] for h in history]
+    assert len(acc) == 3 and all(0 <= a <= 1 for a in acc)
+    # bars of 2 and of 6 pixels are easy to tell apart: the discriminator learns it
+    assert acc[-1] > 0.6, acc
+    assert all("field_px" in h and h["field_px"] >= 0 for h in history)
+    with pytest.raises(ValueError, match="conditional discriminator needs labelled"):
+        train_refiner(real, syn, labels, {**TINY, "steps": 1, "conditional": True}, 0, CPU)
+
+
+def test_tone_curve_is_monotone_and_maps_the_real_images_onto_themselves():
+    from renderers.tone import apply_tone_curve, fit_tone_curve
+    rng = np.random.default_rng(0)
+    real = (rng.beta(0.3, 0.6, (40, 1, 28, 28)) * 255).astype(np.uint8)
+    curve = fit_tone_curve(real, real)
+    used = np.unique(real)
+    assert np.array_equal(curve[used], used)
+    assert np.array_equal(apply_tone_curve(real, curve), real)
+    renders = (rng.random((40, 1, 28, 28)) ** 3 * 255).astype(np.uint8)
+    curve = fit_tone_curve(renders, real)
+    assert np.all(np.diff(curve.astype(int)) >= 0)
+    toned = apply_tone_curve(renders, curve)
+    # the toned renders' grey-level quantiles are the real images' (within a level or two)
+    q = np.linspace(0.05, 0.95, 19)
+    assert np.abs(np.quantile(toned, q) - np.quantile(real, q)).max() <= 3

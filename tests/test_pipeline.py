@@ -159,12 +159,21 @@ def test_unknown_experiment_and_list_and_dag():
     text = pipeline("dag", "smoke").stdout.splitlines()
     assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
     mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
-    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 362  # see below
-    # 1 mnist->split, 12 split->budget, 72 cells x (budget, mnist), 60 synthetic sources->cells,
-    # 3 fonts->composites, 2 into oracle, 4 refiners x (budget, fonts), 4 refine x (refiner, fonts,
-    # oracle), 8 gap stages x (source, split, oracle) + the control's (split, oracle),
-    # 94 into report (72 cells, 12 render/refiner stages, 9 gap stages, split)
-    assert 1 + 12 + 144 + 60 + 3 + 2 + 8 + 12 + 26 + 94 == 362
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 490  # see below
+    # 1 mnist->split, 12 split->budget, 96 cells x (budget, mnist), 84 synthetic sources->cells
+    # (7 mixtures x 12), 3 fonts->composites, 2 into oracle, 4 tone x (budget, fonts, oracle),
+    # 4 refiners x (budget, fonts), 4 refine x (refiner, fonts, oracle), 12 gap stages x (source,
+    # split, oracle) + the control's (split, oracle), 126 into report (96 cells, 29 render, tone,
+    # refiner and gap stages, split)
+    assert 1 + 12 + 192 + 84 + 3 + 2 + 12 + 8 + 12 + 38 + 126 == 490
+    per_seed = pipeline("dag", "mnist-sweep", "--set", "refiner.per_seed=true").stdout.splitlines()
+    for b in (55, 385, 5500, 38500):
+        for s in (0, 1, 2):
+            assert f"train_refiner/b{b}/s{s}  <- budget/b{b}/s{s}, render_fonts" in per_seed
+            assert any(line.startswith(f"classify/real+gan/b{b}/s{s}  <- ") and f"refine/b{b}/s{s}"
+                       in line for line in per_seed)
+        assert any(line.startswith(f"gap/refined/b{b}  <- ") and f"refine/b{b}/s0" in line
+                   for line in per_seed)
     dot = pipeline("dag", "smoke", "--format", "dot").stdout
     assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
 
@@ -187,14 +196,18 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     pipeline("run", "smoke", "--set", "experiment.budgets=[20]", "--set", "experiment.seeds=[0]",
              "--set", "experiment.synthetic_total=300", "--set", "composites.count=100",
              "--set", "classifier.steps=20", "--set", "classifier.width=4", "--set", "refiner.steps=4",
-             "--set", "refiner.sem_steps=4", "--set", "refiner.log_every=2", "--workdir", str(work))
+             "--set", "refiner.sem_steps=4", "--set", "refiner.log_every=2",
+             "--set", "refiner.warp=true", "--set", "refiner.variants=2", "--workdir", str(work))
     rows = (work / "results.csv").read_text().splitlines()[1:]
     by_mixture = {r.split(",")[0]: r.split(",") for r in rows}
-    assert sorted(by_mixture) == ["font", "gan", "real", "real+composite", "real+font", "real+gan"]
+    assert sorted(by_mixture) == ["font", "gan", "real", "real+composite", "real+font", "real+gan",
+                                  "real+tone", "tone"]
     assert by_mixture["font"][4:6] == ["0", "280"]          # n_real, n_synthetic = T - b
-    assert by_mixture["gan"][4:6] == ["0", "280"]
+    assert by_mixture["gan"][4:6] == ["0", "560"]           # two refined variants of each render
+    assert by_mixture["tone"][4:6] == ["0", "280"]
     assert by_mixture["real+font"][4:6] == ["20", "280"]
-    assert by_mixture["real+gan"][4:6] == ["20", "280"]
+    assert by_mixture["real+gan"][4:6] == ["20", "560"]
+    assert by_mixture["real+tone"][4:6] == ["20", "280"]
     assert by_mixture["real+composite"][4:6] == ["20", "100"]
     meta = next(json.loads(p.read_text()) for p in work.glob("cache/render_fonts/*/meta.json"))
     fonts = meta["metrics"]["fonts"]
@@ -205,7 +218,8 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     events = EventAccumulator(str(work / "tb"))
     events.Reload()
     assert {"samples/real", "samples/font", "samples/composite-hard", "samples/composite-poisson",
-            "samples/composite-gaussian", "samples/refined-b20", "error_vs_data"} \
+            "samples/composite-gaussian", "samples/refined-b20", "samples/tone-b20",
+            "error_vs_data"} \
         <= set(events.Tags()["images"])
     assert {"error/real", "error/font", "error/real+font", "error/gan", "error/real+gan",
             "refiner/label_retention", "refiner/label_agreement",
@@ -219,16 +233,19 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     assert m["label_retention"] >= kept - 1e-9
     losses = EventAccumulator(str(work / "tb" / "train_refiner-b20"))
     losses.Reload()
-    assert {"refiner/gan_G", "refiner/cycle", "refiner/D_real"} <= set(losses.Tags()["scalars"])
+    assert {"refiner/gan_G", "refiner/cycle", "refiner/D_real", "refiner/d_accuracy",
+            "refiner/field_px", "refiner/smooth"} <= set(losses.Tags()["scalars"])
     assert len(losses.Scalars("refiner/cycle")) == 2 and losses.Tags()["images"]
     gap = [r.split(",") for r in (work / "gap.csv").read_text().splitlines()]
     assert gap[0][:8] == ["instrument", "source", "budget", "auc", "auc_ci_low", "auc_ci_high",
                           "accuracy", "p_value"]
     assert {(r[1], r[2]) for r in gap[1:]} == {
         ("real-control", ""), ("font", ""), ("composite-hard", ""), ("composite-gaussian", ""),
-        ("composite-poisson", ""), ("refined", "20")}
-    assert {r[0] for r in gap[1:]} == {"c2st-pixel", "c2st-fourier", "svdd"}
+        ("composite-poisson", ""), ("refined", "20"), ("tone", "20")}
+    assert {r[0] for r in gap[1:]} == {"c2st-pixel", "c2st-fourier", "c2st-grey", "svdd"}
+    tone = next(json.loads(p.read_text()) for p in work.glob("cache/tone/*/meta.json"))["metrics"]
+    assert 0 <= tone["label_retention"] <= 1
     assert all(0 <= float(r[3]) <= 1 and float(r[8]) >= 0 for r in gap[1:])
-    assert (work / "plots" / "gap_vs_budget.png").is_file()
+    assert (work / "plots" / "gap_vs_budget.png").is_file() and (work / "plots" / "d_accuracy.png").is_file()
     assert {"gap/c2st-pixel/font", "gap/svdd/refined", "gap/frechet/real-control"} \
         <= set(events.Tags()["scalars"])
