@@ -119,6 +119,10 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
     if ref["variants"] > 1 and not ref["warp"]:
         raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
                         "noise input, so without it every variant is the same image")
+    from gan.networks import HEADS
+    if ref.get("head", "black") not in HEADS:
+        raise UserError(f"refiner.head {ref['head']!r} is not a head; choose one of "
+                        f"{', '.join(HEADS)}")
     add_oracle(add, cfg)
     oracle = {"oracle_width": oracle_params(cfg)["width"]}
     for b in e["budgets"]:

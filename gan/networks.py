@@ -32,17 +32,28 @@ class ResBlock(nn.Module):
 
 
 class Saturating(nn.Module):
-    """1.1 · tanh, clipped to [-1, 1]: unlike tanh, it reaches black and white exactly, where most of
-    MNIST's pixels are (about four in five are exactly 0), at a finite input."""
+    """1.1 · tanh + shift, clipped to [-1, 1]. Unlike tanh, it reaches black exactly at a finite
+    input, where most of MNIST's pixels are (about four in five are exactly 0). `shift` 0 reaches
+    white exactly too (head "clip"); `shift` -0.1 only approaches it (head "black"), as MNIST, whose
+    brightest pixels lie at 250–254 far more often than at 255."""
+
+    def __init__(self, shift: float = 0.0):
+        super().__init__()
+        self.shift = shift
 
     def forward(self, x):
-        return (1.1 * torch.tanh(x)).clamp(-1.0, 1.0)
+        return (1.1 * torch.tanh(x) + self.shift).clamp(-1.0, 1.0)
+
+
+HEADS = {"tanh": nn.Tanh, "clip": Saturating, "black": lambda: Saturating(-0.1)}
 
 
 def generator(channels: int = 1, width: int = 16, blocks: int = 4,
-              saturate: bool = False) -> nn.Sequential:
-    """Images in [-1, 1] -> images in [-1, 1] of the same shape; the head is tanh, or with
-    `saturate` one that reaches -1 and 1 exactly (`Saturating`)."""
+              head: str = "tanh") -> nn.Sequential:
+    """Images in [-1, 1] -> images in [-1, 1] of the same shape; the output head is one of `HEADS`:
+    tanh (never reaches black or white), clip (reaches both) or black (reaches black only)."""
+    if head not in HEADS:
+        raise ValueError(f"head {head!r}: choose one of {', '.join(HEADS)}")
     w2 = 2 * width
     return nn.Sequential(
         nn.ReflectionPad2d(3), nn.Conv2d(channels, width, 7), nn.InstanceNorm2d(width, affine=True),
@@ -51,7 +62,7 @@ def generator(channels: int = 1, width: int = 16, blocks: int = 4,
         *[ResBlock(w2) for _ in range(blocks)],
         nn.ConvTranspose2d(w2, width, 3, stride=2, padding=1, output_padding=1),
         nn.InstanceNorm2d(width, affine=True), nn.ReLU(True),
-        nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), Saturating() if saturate else nn.Tanh())
+        nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), HEADS[head]())
 
 
 def warp_image(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
@@ -74,9 +85,9 @@ class Refiner(nn.Module):
     identity unless training fitted one, knob `tone_first`)."""
 
     def __init__(self, channels: int = 1, width: int = 16, blocks: int = 4, warp: bool = False,
-                 max_px: float = 2.0, noise: int = 4, saturate: bool = False):
+                 max_px: float = 2.0, noise: int = 4, head: str = "tanh"):
         super().__init__()
-        self.appearance = generator(channels, width, blocks, saturate)
+        self.appearance = generator(channels, width, blocks, head)
         self.channels, self.max_px, self.noise = channels, max_px, noise
         # a tone curve applied to the uint8 input before anything else (identity unless fitted)
         self.register_buffer("tone", torch.arange(256, dtype=torch.uint8))

@@ -41,14 +41,14 @@ from gan.diffaugment import OPS, diff_augment
 from gan.networks import Refiner, discriminator, generator, init_warp, init_weights
 
 DEFAULTS = {"steps": 2000, "batch_size": 32, "lr": 2e-4, "lr_d": 4e-4, "beta1": 0.5, "width": 16,
-            "blocks": 4, "d_width": 32, "pool_size": 50, "lambda_cycle": 10.0,
+            "blocks": 4, "head": "black", "d_width": 32, "pool_size": 50, "lambda_cycle": 10.0,
             "lambda_identity": 0.5, "lambda_reg": 1.0, "lambda_sem": 1.0,
             "augment": ["translation", "cutout"], "sn": True, "image_head": True,
             "conditional": True, "r1": 0.0, "holdout": 64, "warp": False, "warp_max_px": 2.0,
-            "lambda_smooth": 1.0, "tone_first": False, "saturate": True, "sem_steps": 500, "log_every": 100, "variants": 1,
-            "per_seed": False}
+            "lambda_smooth": 1.0, "tone_first": False, "sem_steps": 500, "log_every": 100,
+            "variants": 1, "per_seed": False}
 NETS = ("G", "F", "D_real", "D_syn")
-ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "saturate")
+ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head")
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -110,8 +110,8 @@ def make_nets(channels: int, cfg: dict) -> dict[str, nn.Module]:
     d = {"classes": 10 if cfg["conditional"] else 0, "sn": cfg["sn"],
          "image_head": cfg["image_head"]}
     return {"G": init_warp(init_weights(Refiner(channels, cfg["width"], cfg["blocks"], cfg["warp"],
-                                                cfg["warp_max_px"], saturate=cfg["saturate"]))),
-            "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["saturate"])),
+                                                cfg["warp_max_px"], head=cfg["head"]))),
+            "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["head"])),
             "D_real": init_weights(discriminator(channels, cfg["d_width"], **d)),
             "D_syn": init_weights(discriminator(channels, cfg["d_width"], **d))}
 
@@ -365,11 +365,13 @@ def load_generator(path, name: str = "G") -> nn.Module:
     except Exception as exc:  # noqa: BLE001  (safetensors' own error type is not importable)
         raise ValueError(f"{path} is not a readable safetensors file ({exc}); give the "
                          "refiner.safetensors that train-refiner wrote") from None
+    # files written before the `head` knob name their head by `saturate`
+    head = arch.get("head", "clip" if arch.get("saturate") else "tanh")
     if name == "G":
         net = Refiner(arch["channels"], arch["width"], arch["blocks"], arch.get("warp", False),
-                      arch.get("warp_max_px", 2.0), saturate=arch.get("saturate", False))
+                      arch.get("warp_max_px", 2.0), head=head)
     else:
-        net = generator(arch["channels"], arch["width"], arch["blocks"], arch.get("saturate", False))
+        net = generator(arch["channels"], arch["width"], arch["blocks"], head)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

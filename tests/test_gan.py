@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gan.diffaugment import OPS, diff_augment
-from gan.networks import discriminator, generator
+from gan.networks import HEADS, discriminator, generator
 from gan.train import (DEFAULTS, ImagePool, load_generator, make_nets, refine, save_refiner,
                        to_signed, train_refiner)
 
@@ -243,3 +243,14 @@ def test_tone_curve_is_monotone_and_maps_the_real_images_onto_themselves():
     # the toned renders' grey-level quantiles are the real images' (within a level or two)
     q = np.linspace(0.05, 0.95, 19)
     assert np.abs(np.quantile(toned, q) - np.quantile(real, q)).max() <= 3
+
+
+def test_output_heads_reach_what_they_say():
+    x = torch.linspace(-5, 5, 401)
+    black, clip, tanh = (HEADS[h]()(x) for h in ("black", "clip", "tanh"))
+    assert black.min() == -1 and black.max() < 1 and black.max() > 0.99
+    assert clip.min() == -1 and clip.max() == 1
+    assert tanh.min() > -1 and tanh.max() < 1
+    assert torch.all(black[1:] >= black[:-1])  # monotone: a brighter input is never darker
+    with pytest.raises(ValueError, match="choose one of"):
+        generator(1, 4, 1, head="sigmoid")
