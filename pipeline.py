@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-import tomllib
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -20,11 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 import dag
-from graph import UserError, build_graph
+from graph import build_graph
+from synthgap import config
+from synthgap.config import UserError
 from workspace import Workspace
-
-ROOT = Path(__file__).resolve().parent
-CONFIG_DIRS = (Path("configs"), ROOT / "configs")
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -44,92 +42,13 @@ err_console = Console(stderr=True)
 
 
 # -------------------------------------------------------------------------------------- configs
-def config_path(exp: str) -> Path:
-    if exp.endswith(".toml"):
-        if not Path(exp).is_file():
-            raise UserError(f"config file {exp} does not exist")
-        return Path(exp)
-    for folder in CONFIG_DIRS:
-        if (folder / f"{exp}.toml").is_file():
-            return folder / f"{exp}.toml"
-    raise UserError(f"unknown experiment {exp!r}; known: {', '.join(experiments()) or 'none'} "
-                    "(or pass a path to a .toml file)")
-
-
-def experiments() -> dict[str, Path]:
-    found = {}
-    for folder in reversed(CONFIG_DIRS):
-        for path in sorted(folder.glob("*.toml")):
-            found[path.stem] = path
-    return found
-
-
-def flatten(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def same_type(old, new) -> bool:
-    if isinstance(old, bool) or isinstance(new, bool):
-        return isinstance(old, bool) and isinstance(new, bool)
-    if isinstance(old, float):
-        return isinstance(new, (int, float))
-    if isinstance(old, list):
-        return isinstance(new, list) and all(same_type(old[0], n) for n in new) if old else True
-    return type(old) is type(new)
-
-
-def apply_overrides(cfg: dict, sets: list[str]) -> dict:
-    """Apply `key=value` overrides (TOML values) after checking each key and type."""
-    valid = flatten(cfg)
-    for item in sets or []:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq:
-            example = next((k for k in valid if k.endswith("steps")), next(iter(valid)))
-            raise UserError(f"--set {item!r} is not key=value (e.g. --set {example}=500)")
-        if key not in valid:
-            raise UserError(f"--set: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        if isinstance(valid[key], str) and not isinstance(value, str):
-            value = text
-        if not same_type(valid[key], value):
-            raise UserError(f"--set {key}: {text!r} is not a {type(valid[key]).__name__} like "
-                            f"{valid[key]!r}; valid keys: {', '.join(sorted(valid))}")
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = float(value) if isinstance(valid[key], float) else value
-        valid[key] = node[leaf]
-    return cfg
-
-
 def load_config(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
-    path = config_path(exp)
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc})") from None
-    return path.stem, apply_overrides(cfg, sets)
+    return config.load(exp, sets)
 
 
 def setup(exp: str, sets, workdir: Optional[Path]):
     name, cfg = load_config(exp, sets)
-    try:
-        stages = build_graph(name, cfg)
-    except KeyError as exc:
-        raise UserError(f"{config_path(exp)} lacks the key {exc.args[0]!r}; compare it with "
-                        "configs/mnist-sweep.toml") from None
-    return name, cfg, stages, Workspace(workdir or Path("runs") / name)
+    return name, cfg, build_graph(name, cfg), Workspace(workdir or Path("runs") / name)
 
 
 def print_summary(ws: Workspace) -> None:
@@ -165,7 +84,9 @@ def print_gap(ws: Workspace) -> None:
 
 
 def fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -295,12 +216,23 @@ def show_dag(exp: str, format: Format = typer.Option(Format.text, "--format"),
 @app.command("list")
 def list_experiments():
     """The experiments in configs/ with their descriptions."""
-    for name, path in experiments().items():
+    for name, path in config.experiments().items():
         try:
-            desc = tomllib.loads(path.read_text()).get("experiment", {}).get("description", "")
-        except tomllib.TOMLDecodeError:
-            desc = "(not valid TOML)"
+            desc = config.load(str(path))[1]["experiment"]["description"]
+        except UserError as exc:
+            desc = f"(broken: {exc})"
         print(f"{name:<16} {desc}")
+
+
+@app.command("show-config")
+def show_config(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .toml path)."),
+                set_: Optional[List[str]] = SETS):
+    """Print the resolved config: its base's values, the file's own and the --set overrides over
+    the defaults (the dataclasses named in synthgap/config.py), every key."""
+    try:
+        print(config.show(load_config(exp, set_)[1]), end="")
+    except UserError as exc:
+        fail(exc)
 
 
 @app.command("report")

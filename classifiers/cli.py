@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from classifiers.detector import GapConfig
 from renderers.cli import fail, load_images
 
 
@@ -33,7 +34,7 @@ def resize_to(images, size):
 
 def detect_cmd(real: Path = typer.Option(..., "--real", help="Real images: a folder (any size, RGB or grayscale) or an ImageSet .npz."),
                synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic images: a folder or an ImageSet .npz."),
-               steps: int = typer.Option(600, "--steps", min=1, help="Optimiser steps of each detector."),
+               steps: int = typer.Option(GapConfig.steps, "--steps", min=1, help="Optimiser steps of each detector."),
                samples: int = typer.Option(10000, "--samples", min=8, help="At most this many images a side."),
                seed: int = typer.Option(0, "--seed"),
                device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")):

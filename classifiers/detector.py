@@ -13,13 +13,27 @@ everything to c); the distance to c scores how un-real an image looks, with no s
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULTS = {"steps": 600, "batch_size": 128, "lr": 1e-3, "width": 16, "max_side": 64}
+@dataclass
+class GapConfig:
+    """[gap]: the real/synthetic instruments of every source against the real holdout (the
+    detectors' settings are `pipeline detect`'s defaults too)."""
+    samples: int = 10000        # images a side; halves train, halves test
+    steps: int = 400            # optimiser steps of each detector (C2ST views; Deep SVDD)
+    batch_size: int = 128
+    lr: float = 0.001
+    width: int = 16
+    max_side: int = 64          # larger images are resized down to this side
+    seed: int = 0
+
+
+DEFAULTS = {k: v for k, v in asdict(GapConfig()).items() if k not in ("samples", "seed")}
 
 
 def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:

@@ -8,14 +8,27 @@ same light augmentation (a random shift, rotation and scale). Data live on the d
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DEFAULTS = {"steps": 2000, "batch_size": 128, "lr": 0.003, "weight_decay": 0.0005, "width": 16,
-            "shift": 2.0, "rotate": 10.0, "scale": 0.1}
+@dataclass
+class ClassifierConfig:
+    """[classifier]: the cells' classifier (every cell the same, so cells compare)."""
+    steps: int = 1000           # optimiser steps (AdamW, one-cycle schedule)
+    batch_size: int = 128
+    lr: float = 0.003           # peak of the one-cycle schedule
+    weight_decay: float = 0.0005
+    width: int = 16             # channels of the first conv block (the second has twice as many)
+    shift: float = 2.0          # light augmentation for every mixture alike: shift in pixels,
+    rotate: float = 10.0        # rotation in degrees,
+    scale: float = 0.1          # and relative scale
+
+
+DEFAULTS = asdict(ClassifierConfig())
 
 
 def resolve_device(device: str = "auto") -> torch.device:

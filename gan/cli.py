@@ -10,17 +10,16 @@ import typer
 
 from renderers.cli import fail, load_images, save_with_grid
 
-SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see gan/train.py DEFAULTS)."
+SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see RefinerConfig in gan/train.py)."
 
 
 def parse_knobs(sets: list[str]) -> dict:
     """The refiner's DEFAULTS with `--set KEY=VALUE` applied, checked as `pipeline run --set` is."""
-    from gan.train import DEFAULTS
-    from graph import UserError
-    from pipeline import apply_overrides
+    from gan.train import DEFAULTS, RefinerConfig
+    from synthgap.config import UserError, apply_sets
 
     try:
-        return apply_overrides(dict(DEFAULTS), sets)
+        return apply_sets(dict(DEFAULTS), RefinerConfig, sets)
     except UserError as exc:
         fail(str(exc))
 

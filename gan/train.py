@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -40,13 +41,43 @@ from torch import nn
 from gan.diffaugment import OPS, diff_augment
 from gan.networks import Refiner, discriminator, generator, init_warp, init_weights
 
-DEFAULTS = {"steps": 2000, "batch_size": 32, "lr": 2e-4, "lr_d": 4e-4, "beta1": 0.5, "width": 16,
-            "blocks": 4, "head": "black", "d_width": 32, "pool_size": 50, "lambda_cycle": 10.0,
-            "lambda_identity": 0.5, "lambda_reg": 1.0, "lambda_sem": 1.0,
-            "augment": ["translation", "cutout"], "sn": True, "image_head": True,
-            "conditional": True, "r1": 0.0, "holdout": 64, "warp": False, "warp_max_px": 2.0,
-            "lambda_smooth": 1.0, "tone_first": False, "sem_steps": 500, "log_every": 100,
-            "variants": 1, "per_seed": False}
+@dataclass
+class RefinerConfig:
+    """[refiner]: the refiner of each budget (and the tone baseline fitted on the same images)."""
+    steps: int = 1000            # optimiser steps; the learning rate decays over the second half
+    batch_size: int = 32
+    lr: float = 0.0002           # generators: Adam, betas (beta1, 0.999), as in CycleGAN
+    lr_d: float = 0.0004         # discriminators: their own, faster rate (two time scales)
+    beta1: float = 0.5
+    width: int = 16              # generator channels at full resolution (twice that inside)
+    blocks: int = 3              # residual blocks at half resolution
+    head: str = "black"          # G's output head (gan/networks.py HEADS): "black" reaches MNIST's
+                                 # exact 0 and only approaches 255, "clip" both, "tanh" neither
+    d_width: int = 32            # discriminator channels: a PatchGAN head (18 x 18 patches) and
+    image_head: bool = True      # a head that scores the whole image, as a two-sample test does
+    conditional: bool = True     # both heads see the digit's label (projection discriminator)
+    sn: bool = True              # spectral normalisation of every discriminator layer
+    r1: float = 0.0              # R1 penalty weight on real inputs (0: off)
+    holdout: int = 64            # real images kept out to measure the discriminator's accuracy
+    pool_size: int = 50          # image pool of past fakes for the discriminators
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.0  # x lambda_cycle (CycleGAN: 0.5); self-regularisation already
+                                  # ties G(x) to x, and identity costs a third of a step
+    lambda_reg: float = 1.0      # SimGAN self-regularisation |G(x) - x|
+    lambda_sem: float = 1.0      # CyCADA semantic consistency with a classifier of the renders
+    sem_steps: int = 500         # steps of that classifier
+    augment: list[str] = field(default_factory=lambda: ["translation", "cutout"])  # DiffAugment
+                                 # ops on every discriminator input (brightness hides grey levels)
+    warp: bool = False           # G = appearance after a learned smooth warp that may move strokes
+    warp_max_px: float = 2.0     # the warp's largest displacement in pixels
+    lambda_smooth: float = 1.0   # weight of the warp field's squared gradient
+    tone_first: bool = False     # renders go through the tone baseline's curve before G
+    variants: int = 1            # refined variants drawn per render (each with its own warp noise)
+    per_seed: bool = False       # one refiner per seed's budget (false: the first seed's serves all)
+    log_every: int = 100
+
+
+DEFAULTS = asdict(RefinerConfig())
 NETS = ("G", "F", "D_real", "D_syn")
 ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head")
 

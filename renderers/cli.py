@@ -8,6 +8,8 @@ from typing import List, Optional
 import numpy as np
 import typer
 
+from renderers.composite import CompositesConfig
+
 app = typer.Typer(help="Render synthetic images on their own: an ImageSet .npz and a sample grid PNG.",
                   no_args_is_help=True)
 
@@ -87,7 +89,7 @@ def composites_cmd(foreground: Path = typer.Option(..., "--foreground", help="Im
                    mode: str = typer.Option("gaussian", "--mode", help="Blending: hard, gaussian or poisson."),
                    count: int = typer.Option(1000, "--count", min=1),
                    out: Path = typer.Option(Path("composites.npz"), "--out"),
-                   halo: int = typer.Option(0, "--halo", min=0, help="Ring of this many pixels around each cut-out (an artefact)."),
+                   halo: int = typer.Option(CompositesConfig.halo, "--halo", min=0, help="Ring of this many pixels around each cut-out (an artefact)."),
                    seed: int = typer.Option(0, "--seed")):
     """Paste foreground cut-outs onto backgrounds with a blending mode."""
     from renderers.composite import MODES, composite

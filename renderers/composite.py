@@ -17,6 +17,7 @@ over the channels). Labels come from the foreground.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,31 @@ from renderers.augment import blur
 
 MODES = ("hard", "gaussian", "poisson")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-DEFAULTS = {"threshold": 0.2, "scale_min": 0.85, "scale_max": 1.1, "rotate": 10.0, "shift": 2.0,
-            "feather": 1.0, "halo": 0, "halo_value": 0.5, "canvas_min": 0.0, "canvas_max": 0.3,
-            "canvas_noise": 0.05, "poisson_iters": 300}
+
+
+@dataclass
+class CompositesConfig:
+    """[composites]: cut-and-paste composites of the font renders on a plain canvas."""
+    modes: list[str] = field(default_factory=lambda: list(MODES))  # blending modes rendered
+    train_mode: str = "gaussian"   # the mode the real+composite mixture trains on
+    count: int = 20000
+    seed: int = 0
+    threshold: float = 0.2         # cut-out mask: intensity above this
+    scale_min: float = 0.85
+    scale_max: float = 1.1
+    rotate: float = 10.0
+    shift: float = 2.0
+    feather: float = 1.0           # gaussian mode: feather sigma in pixels
+    halo: int = 1                  # artefact: ring of this many pixels around the cut-out
+    halo_value: float = 0.5
+    canvas_min: float = 0.0        # plain canvas level range (0..1) and grain: MNIST's black by
+    canvas_max: float = 0.0        # default, so that the blending mode and the halo are all that
+    canvas_noise: float = 0.0      # differ (a grey, grainy canvas is told apart whatever the mode)
+    poisson_iters: int = 300
+
+
+DEFAULTS = {k: v for k, v in asdict(CompositesConfig()).items()
+            if k not in ("modes", "train_mode", "count", "seed")}
 
 
 def read_folder(folder: Path, mode: str) -> np.ndarray:

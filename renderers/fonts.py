@@ -19,7 +19,7 @@ import glob
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -179,9 +179,28 @@ def transform(glyph: np.ndarray, rotate_deg: float, shear: float,
 
 
 # ------------------------------------------------------------------------------ batch rendering
-RENDER_DEFAULTS = {"width_min": 2.0, "width_max": 3.4, "pen": 0.5, "prune": 8, "hand": 0.8,
-                   "shear": 0.3, "rotate": 12.0, "box_min": 17.0, "box_max": 21.0, "aspect": 0.0,
-                   "elastic_alpha": 34.0, "elastic_sigma": 4.0, "blur": 0.6, "noise": 0.0,
+@dataclass
+class FontsConfig:
+    """[fonts]: the font renders (the rendering knobs are `pipeline render fonts`' defaults too)."""
+    folders: list[str] = field(default_factory=list)  # font folders or globs besides matplotlib's
+    seed: int = 0
+    width_min: float = 2.0     # pen width in output pixels before blur, uniform in [min, max]; each
+    width_max: float = 3.4     # font is thinned or thickened to it (renders then measure like MNIST)
+    pen: float = 0.5           # share drawn with a round pen along the glyph's centre line
+    prune: int = 8             # pen renders: side branches up to this many pixels (of 64) are cut
+    hand: float = 0.8          # share of 1s, 4s, 6s, 9s drawn as hands write them (renderers/pen.py)
+    shear: float = 0.3         # slant: x += shear * y, uniform in [-shear, shear]
+    rotate: float = 12.0       # degrees
+    box_min: float = 17.0      # the glyph is fitted in a box of this many pixels (MNIST: 20)
+    box_max: float = 21.0
+    aspect: float = 0.0        # width scale exp(uniform(-aspect, aspect))
+    elastic_alpha: float = 34.0  # elastic distortion: the largest displacement scale in pixels,
+    elastic_sigma: float = 4.0   # drawn per image in [0, alpha] (Simard et al. 2003: 34 and 4)
+    blur: float = 0.6          # Gaussian blur, largest sigma in pixels
+    noise: float = 0.0         # additive Gaussian noise, largest std (0..1)
+
+
+RENDER_DEFAULTS = {**{k: v for k, v in asdict(FontsConfig()).items() if k not in ("folders", "seed")},
                    "chunk": 2000}
 
 _glyphs: dict = {}

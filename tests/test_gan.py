@@ -164,7 +164,7 @@ def test_train_refiner_and_refine_commands(tmp_path):
     assert bad.returncode == 2 and "not a readable safetensors file" in bad.stderr
     bad = run("train-refiner", "--real", tmp_path / "real.npz", "--synthetic", tmp_path / "syn.npz",
               "--set", "steps=many", "--out", tmp_path / "s.safetensors")
-    assert bad.returncode == 2 and "not a int" in bad.stderr and not (tmp_path / "s.safetensors").exists()
+    assert bad.returncode == 2 and "not an integer" in bad.stderr and not (tmp_path / "s.safetensors").exists()
 
 
 def test_zero_field_warp_is_the_identity():

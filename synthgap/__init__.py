@@ -1,0 +1,1 @@
+"""synthgap's study glue: the typed experiment config (and, beside it, the runner's modules)."""

@@ -1,0 +1,224 @@
+"""Typed experiment configs. Each section of a config file is a dataclass beside the code that uses
+it, holding the one set of defaults (the study's); a config file gives only what differs, and may
+start from another one (`base = "mnist-sweep"`). Loading checks every key and type: a typo or a wrong
+type is one line naming the file, the section and the key, never a silently ignored setting.
+
+    [experiment] ExperimentConfig (here)     [classifier] ClassifierConfig (classifiers/digits.py)
+    [oracle]     classifier keys that differ for the evaluation-only classifier (default steps 3000)
+    [fonts]      FontsConfig (renderers/fonts.py)     [composites] CompositesConfig (renderers/composite.py)
+    [refiner]    RefinerConfig (gan/train.py)         [gap] GapConfig (classifiers/detector.py)
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIRS = (Path("configs"), PACKAGE_CONFIGS)
+ORACLE_DEFAULTS = {"steps": 3000}
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+@dataclass
+class ExperimentConfig:
+    description: str = ""
+    budgets: list[int] = field(default_factory=lambda: [55, 385, 5500, 38500])  # real images
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    mixtures: list[str] = field(default_factory=lambda: [
+        "real", "font", "gan", "tone", "real+font", "real+gan", "real+tone", "real+composite"])
+    synthetic_total: int = 55000    # T: font cells train on T - budget renders
+    synthetic_fraction: float = 0.5  # share of synthetic images in a mixed batch (0.5 = 1:1)
+    holdout: int = 10000            # MNIST training images kept for the gap instruments
+    split_seed: int = 0
+
+
+def sections() -> dict[str, type]:
+    from classifiers.detector import GapConfig
+    from classifiers.digits import ClassifierConfig
+    from gan.train import RefinerConfig
+    from renderers.composite import CompositesConfig
+    from renderers.fonts import FontsConfig
+
+    return {"experiment": ExperimentConfig, "classifier": ClassifierConfig,
+            "oracle": ClassifierConfig, "fonts": FontsConfig, "composites": CompositesConfig,
+            "refiner": RefinerConfig, "gap": GapConfig}
+
+
+def nearest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def type_name(hint) -> str:
+    if typing.get_origin(hint) is list:
+        return f"list of {type_name(typing.get_args(hint)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+
+
+def checked(value, hint, where: str):
+    """`value` as the type `hint` (int, float, bool, str or a list of one of them), or UserError."""
+    if typing.get_origin(hint) is list:
+        if isinstance(value, list):
+            elem = typing.get_args(hint)[0]
+            return [checked(v, elem, where) for v in value]
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"{where} = {value!r} is not {type_name(hint)}")
+
+
+def hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def check_section(cls, values: dict, origin: dict, section: str) -> dict:
+    """The section's values with every key and type checked (defaults not filled in)."""
+    valid = hints(cls)
+    out = {}
+    for key, value in values.items():
+        file = origin.get(key, "--set")
+        if key not in valid:
+            raise UserError(f"{file}: [{section}] unknown key {key!r}; {nearest(key, valid)}"
+                            f"valid keys: {', '.join(sorted(valid))}")
+        out[key] = checked(value, valid[key], f"{file}: [{section}] {key}")
+    return out
+
+
+def parse_value(text: str, hint):
+    """A `--set` value: TOML (1000, 0.5, true, "text", [1, 2]), else the bare text as a string. A
+    bare value for a list field is a one-element list."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    if hint is str and not isinstance(value, str):
+        value = text.strip()
+    if typing.get_origin(hint) is list and not isinstance(value, list):
+        value = [value]
+    return value
+
+
+def apply_sets(values: dict, cls, sets, prefix: str = "") -> dict:
+    """`KEY=VALUE` overrides of one section's values (typed by `cls`); `prefix` names the section in
+    errors."""
+    valid = hints(cls)
+    for item in sets or []:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise UserError(f"--set {item!r} is not key=value (e.g. --set {prefix}steps=500)")
+        if key not in valid:
+            raise UserError(f"--set: unknown key {prefix + key!r}; {nearest(key, valid)}"
+                            f"valid keys: {', '.join(prefix + k for k in sorted(valid))}")
+        values[key] = checked(parse_value(text, valid[key]), valid[key], f"--set {prefix}{key}")
+    return values
+
+
+def defaults(cls) -> dict:
+    return asdict(cls())
+
+
+# ---------------------------------------------------------------------------------- files
+def experiments() -> dict[str, Path]:
+    found = {}
+    for folder in reversed(CONFIG_DIRS):
+        for path in sorted(folder.glob("*.toml")):
+            found[path.stem] = path
+    return found
+
+
+def config_path(exp: str) -> Path:
+    if exp.endswith(".toml"):
+        if not Path(exp).is_file():
+            raise UserError(f"config file {exp} does not exist")
+        return Path(exp)
+    for folder in CONFIG_DIRS:
+        if (folder / f"{exp}.toml").is_file():
+            return folder / f"{exp}.toml"
+    raise UserError(f"unknown experiment {exp!r}; known: {', '.join(experiments()) or 'none'} "
+                    "(or pass a path to a .toml file)")
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+
+
+def raw_config(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
+    """The file's sections merged over its base's (recursively), and where each key came from:
+    (section -> {key: value}, (section, key) -> file)."""
+    if path.resolve() in chain:
+        raise UserError(f"{path}: base configs form a cycle ({' -> '.join(p.stem for p in chain)})")
+    data = read_toml(path)
+    base = data.pop("base", None)
+    merged, origin = {}, {}
+    if base is not None:
+        if not isinstance(base, str):
+            raise UserError(f"{path}: base = {base!r} is not an experiment name")
+        try:
+            base_path = config_path(base)
+        except UserError:
+            raise UserError(f"{path}: base {base!r} is not an experiment; known: "
+                            f"{', '.join(experiments())}") from None
+        merged, origin = raw_config(base_path, (*chain, path.resolve()))
+    valid = sections()
+    for section, values in data.items():
+        if section not in valid or not isinstance(values, dict):
+            raise UserError(f"{path}: unknown section [{section}]; {nearest(section, valid)}"
+                            f"valid sections: {', '.join(valid)} (and a top-level base = \"NAME\")")
+        merged.setdefault(section, {}).update(values)
+        origin.update({(section, k): str(path) for k in values})
+    return merged, origin
+
+
+def load(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
+    """(experiment name, the resolved config: section -> {key: value}, every key present) of a
+    config name or path, with `--set section.key=value` overrides applied."""
+    path = config_path(exp)
+    raw, origin = raw_config(path)
+    by_section: dict[str, list[str]] = {}
+    valid = sections()
+    for item in sets or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r} is not key=value (e.g. --set classifier.steps=500)")
+        section, dot, rest = item.partition(".")
+        if not dot or section not in valid:
+            raise UserError(f"--set {item!r}: give section.key=value, the section one of "
+                            f"{', '.join(valid)} (e.g. --set classifier.steps=500)")
+        by_section.setdefault(section, []).append(rest)
+    cfg = {}
+    for section, cls in valid.items():
+        where = {k: f for (s, k), f in origin.items() if s == section}
+        given = check_section(cls, raw.get(section, {}), where, section)
+        if section == "oracle":  # only what differs from the cells' classifier
+            cfg[section] = apply_sets({**ORACLE_DEFAULTS, **given}, cls,
+                                      by_section.get(section), "oracle.")
+        else:
+            cfg[section] = apply_sets({**defaults(cls), **given}, cls, by_section.get(section),
+                                      f"{section}.")
+    return path.stem, cfg
+
+
+def show(cfg: dict) -> str:
+    """The resolved config as TOML."""
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    return "\n".join(f"[{section}]\n" + "".join(f"{k} = {fmt(v)}\n" for k, v in values.items())
+                     for section, values in cfg.items())
