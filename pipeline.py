@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 import time
 from enum import Enum
@@ -18,11 +20,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import dag
-from graph import build_graph
+from synthgap import dag
+from synthgap.graph import build_graph
 from synthgap import config
-from synthgap.config import UserError
-from workspace import Workspace
+from synthgap.errors import UserError, fail
+from synthgap.workspace import Workspace
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -36,7 +38,6 @@ app.command("train-refiner")(train_refiner_cmd)
 app.command("refine")(refine_cmd)
 app.command("detect")(detect_cmd)
 console = Console()
-err_console = Console(stderr=True)
 
 
 
@@ -51,10 +52,10 @@ def setup(exp: str, sets, workdir: Optional[Path]):
     return name, cfg, build_graph(name, cfg), Workspace(workdir or Path("runs") / name)
 
 
-def print_summary(ws: Workspace) -> None:
-    import report
+def print_summary(folder: Path) -> None:
+    from synthgap import report
 
-    path = ws.root / "summary.csv"
+    path = folder / "summary.csv"
     if not path.is_file():
         return
     table = Table(title=f"MNIST test error ({path})")
@@ -66,10 +67,10 @@ def print_summary(ws: Workspace) -> None:
     console.print(table)
 
 
-def print_gap(ws: Workspace) -> None:
-    import report
+def print_gap(folder: Path) -> None:
+    from synthgap import report
 
-    path = ws.root / "gap.csv"
+    path = folder / "gap.csv"
     if not path.is_file():
         return
     table = Table(title=f"real/synthetic gap, AUC (0.5 = none) ({path})")
@@ -81,13 +82,6 @@ def print_gap(ws: Workspace) -> None:
         table.add_row(r["source"], r["budget"], r["instrument"], f"{float(r['auc']):.3f}", ci,
                       f"{float(r['accuracy']):.3f}", f"{float(r['frechet']):.2f}", retention)
     console.print(table)
-
-
-def fail(exc: Exception) -> None:
-    from rich.markup import escape
-
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -105,6 +99,19 @@ class Format(str, Enum):
 
 WORKDIR = typer.Option(None, "--workdir", help="Workspace folder (default: runs/<experiment>).")
 SETS = typer.Option(None, "--set", help="Override a config value: --set classifier.steps=500.")
+NAME = typer.Option(None, "--name", help="With --set: the variant's name; its report goes to "
+                    "<workdir>/variants/NAME (default: a short hash of the overrides).")
+
+
+def report_dir(ws: Workspace, sets, name: str | None) -> Path:
+    """Where a run publishes its report: the workspace root for the config as it is; a run with
+    --set publishes into variants/<name> (the cache stays shared), leaving the default's alone."""
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    if not sets:
+        return ws.root
+    label = name or hashlib.sha256("\n".join(sorted(sets)).encode()).hexdigest()[:8]
+    return ws.root / "variants" / label
 
 
 @app.command()
@@ -116,13 +123,17 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         jobs: int = typer.Option(1, "--jobs", min=1, help="Independent stages in parallel processes."),
         device: Device = typer.Option(Device.auto, "--device", help="auto picks CUDA when present."),
         workdir: Optional[Path] = WORKDIR,
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Another copy of MNIST's IDX files.")):
-    """Run an experiment: every stage whose output is not cached, then publish the report."""
-    from data.mnist import DataError, check_mnist
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Another copy of MNIST's IDX files."),
+        variant: Optional[str] = NAME):
+    """Run an experiment: every stage whose output is not cached, then publish the report (into
+    the workspace, or with --set into its variants/ folder). When stdout is not a terminal, one
+    plain line per stage; every run appends those lines to <workdir>/run.log."""
+    from synthgap.data.mnist import DataError, check_mnist
 
     start = time.time()
     try:
         name, cfg, stages, ws = setup(exp, set_, workdir)
+        dest = report_dir(ws, set_, variant)
         if data_dir is not None:
             check_mnist(data_dir)
         rows = dag.plan(stages, ws, only, force)
@@ -147,16 +158,24 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     if removed:
         console.print(f"cleaned {len(removed)} leftover(s) of an interrupted run")
     ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None)
+    log = dag.RunLog(ws.root / "run.log", plain=not console.is_terminal)
+    log(f"run {name}: {len(todo)} of {len(rows)} stages to run, --jobs {jobs}, --device "
+        f"{device.value}" + (f", --set {' '.join(set_)}" if set_ else ""))
     try:
-        dag.run(stages, ws, ctx, rows, jobs=jobs, console=console)
+        dag.run(stages, ws, ctx, rows, jobs=jobs, console=console, log=log, publish_to=dest)
     except dag.StageError as exc:
+        log(f"stopped: {exc}")
         fail(exc)
     except KeyboardInterrupt:
+        log("interrupted")
         fail(UserError("interrupted; finished stages are kept, run the same command to resume"))
-    console.print(f"{name}: {len(todo)} stage(s) run, {len(rows) - len(todo)} cached, "
-                  f"{time.time() - start:.1f} s; workspace {ws.root}")
-    print_summary(ws)
-    print_gap(ws)
+    done = (f"{name}: {len(todo)} stage(s) run, {len(rows) - len(todo)} cached, "
+            f"{time.time() - start:.1f} s; workspace {ws.root}" +
+            (f"; report in {dest}" if dest != ws.root else ""))
+    log(done, screen=False)
+    console.print(done, soft_wrap=True)
+    print_summary(dest)
+    print_gap(dest)
 
 
 @app.command()
@@ -181,6 +200,30 @@ def status(exp: str, set_: Optional[List[str]] = SETS, workdir: Optional[Path] =
     console.print(table)
     done = sum(not r["run"] for r in rows)
     console.print(f"{done} of {len(rows)} stages done")
+
+
+@app.command()
+def verify(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .toml path)."),
+           workdir: Optional[Path] = WORKDIR):
+    """Re-hash every finished stage in the workspace's cache and name each whose files no longer
+    match what it wrote (a truncated or edited file). Exit status 1 if any; the next run rebuilds
+    those stages and their dependants."""
+    try:
+        name = config.config_path(exp).stem
+    except UserError as exc:
+        fail(exc)
+    ws = Workspace(workdir or Path("runs") / name)
+    checked = damaged = 0
+    for path in sorted(ws.cache.glob("*/*/meta.json")):
+        kind, key = path.parent.parent.name, path.parent.name
+        bad = ws.damaged(kind, key, full=True)
+        checked += 1
+        if bad:
+            damaged += 1
+            print(f"damaged: {ws.meta(kind, key)['name']} ({kind}/{key}): {', '.join(bad)}")
+    print(f"{checked} cached stage(s) checked in {ws.root}, {damaged} damaged")
+    if damaged:
+        raise typer.Exit(1)
 
 
 @app.command("dag")
@@ -236,10 +279,34 @@ def show_config(exp: str = typer.Argument(..., help="Experiment name in configs/
 
 
 @app.command("report")
-def report_cmd(exp: str, workdir: Optional[Path] = WORKDIR, set_: Optional[List[str]] = SETS):
-    """Build (or reuse) the report of an experiment and print its summary table."""
-    run(exp, set_=set_, dry_run=False, force=None, only=["report"], jobs=1, device=Device.auto,
-        workdir=workdir, data_dir=None)
+def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .toml path)."),
+               workdir: Optional[Path] = WORKDIR, set_: Optional[List[str]] = SETS,
+               variant: Optional[str] = NAME):
+    """Report what is cached, computing nothing: the summary and gap tables of a finished run
+    (its report is assembled from the cache if need be), or, while stages are missing, which ones
+    (exit status 1; `pipeline run` computes them)."""
+    try:
+        name, cfg, stages, ws = setup(exp, set_, workdir)
+        dest = report_dir(ws, set_, variant)
+        rows = dag.plan(stages, ws)
+    except (UserError, ValueError) as exc:
+        fail(exc)
+    missing = [r["name"] for r in rows if r["run"] and r["name"] != "report"]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        console.print(f"{name}: {len(missing)} of {len(rows) - 1} stages the report needs are not "
+                      f"in {ws.root / 'cache'}: {shown}. `pipeline run {exp}` computes them.",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    ctx = dag.Context(device="cpu")  # the report stage reads cached results and writes tables
+    try:
+        dag.run(stages, ws, ctx, rows, console=console, publish_to=dest,
+                log=dag.RunLog(None, plain=not console.is_terminal))
+    except dag.StageError as exc:
+        fail(exc)
+    console.print(f"report of {name} in {dest}", soft_wrap=True)
+    print_summary(dest)
+    print_gap(dest)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from classifiers.detector import GapConfig
-from renderers.cli import fail, load_images
+from synthgap.data.imageset import load_images
+from synthgap.errors import fail
 
 
 def same_channels(a, b):

@@ -130,3 +130,18 @@ def predict(model: nn.Module, images: np.ndarray, device: torch.device,
 def error_rate(model: nn.Module, images: np.ndarray, labels: np.ndarray,
                device: torch.device) -> float:
     return float((predict(model, images, device).argmax(1) != np.asarray(labels)).mean())
+
+
+def save_model(model, path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(path))
+
+
+def load_model(path, width):
+    from safetensors.torch import load_file
+
+    model = make_cnn(width)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()

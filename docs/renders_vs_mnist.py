@@ -12,7 +12,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from data.mnist import load_mnist  # noqa: E402
+from synthgap.data.mnist import load_mnist  # noqa: E402
 from renderers.composite import composite  # noqa: E402
 from renderers.fonts import discover, render_digits  # noqa: E402
 

@@ -8,7 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from renderers.cli import fail, load_images, save_with_grid
+from renderers.cli import save_with_grid
+from synthgap.data.imageset import load_images
+from synthgap.errors import fail
 
 SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see RefinerConfig in gan/train.py)."
 
@@ -16,7 +18,8 @@ SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see RefinerCo
 def parse_knobs(sets: list[str]) -> dict:
     """The refiner's DEFAULTS with `--set KEY=VALUE` applied, checked as `pipeline run --set` is."""
     from gan.train import DEFAULTS, RefinerConfig
-    from synthgap.config import UserError, apply_sets
+    from synthgap.config import apply_sets
+    from synthgap.errors import UserError
 
     try:
         return apply_sets(dict(DEFAULTS), RefinerConfig, sets)

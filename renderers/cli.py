@@ -9,21 +9,18 @@ import numpy as np
 import typer
 
 from renderers.composite import CompositesConfig
+from synthgap.data.imageset import load_images
+from synthgap.errors import fail
 
 app = typer.Typer(help="Render synthetic images on their own: an ImageSet .npz and a sample grid PNG.",
                   no_args_is_help=True)
-
-
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def save_with_grid(images: np.ndarray, labels: np.ndarray, meta: dict, out: Path) -> Path:
     """Write `out` (.npz) and `out` with .png: the first 100 images in a 10×10 grid."""
     from PIL import Image
 
-    from data.imageset import ImageSet, save_imageset
+    from synthgap.data.imageset import ImageSet, save_imageset
 
     if out.suffix != ".npz":
         fail(f"--out {out} must end in .npz")
@@ -68,19 +65,6 @@ def fonts_cmd(count: int = typer.Option(1000, "--count", min=1, help="Digits to 
     png = save_with_grid(images, labels, {"source": "font", "seed": seed, "fonts": usable}, out)
     typer.echo(f"wrote {out} ({len(labels)} digits from {len(usable)} of {len(checks)} fonts; "
                f"--list says why the others were skipped) and {png}")
-
-
-def load_images(path: Path, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """An ImageSet .npz (images, labels) or a folder of images (images, no labels)."""
-    from data.imageset import load_imageset
-    from renderers.composite import read_folder
-
-    if path.is_dir():
-        return read_folder(path, mode), None
-    if path.suffix == ".npz":
-        s = load_imageset(path)
-        return s.images, s.labels
-    raise ValueError(f"{path} is neither a folder of images nor an ImageSet .npz")
 
 
 @app.command("composites")

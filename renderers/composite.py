@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +26,6 @@ import torch.nn.functional as F
 from renderers.augment import blur
 
 MODES = ("hard", "gaussian", "poisson")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
@@ -53,36 +51,6 @@ class CompositesConfig:
 
 DEFAULTS = {k: v for k, v in asdict(CompositesConfig()).items()
             if k not in ("modes", "train_mode", "count", "seed")}
-
-
-def read_folder(folder: Path, mode: str) -> np.ndarray:
-    """All images of a folder as uint8 [N, C, H, W] (mode "RGBA", "RGB" or "L"; "auto": L when
-    every image is grayscale, else RGB); one size only."""
-    from PIL import Image, UnidentifiedImageError
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    out = []
-    for p in files:
-        try:
-            with Image.open(p) as img:
-                gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
-                a = np.asarray(img.convert(("L" if gray else "RGB") if mode == "auto" else mode))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{p}: unreadable image ({type(exc).__name__}); remove or replace "
-                             "it") from None
-        out.append(a[..., None] if a.ndim == 2 else a)
-    if mode == "auto" and len({a.shape[2] for a in out}) > 1:
-        out = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in out]
-    sizes = {a.shape for a in out}
-    if len(sizes) > 1:
-        raise ValueError(f"{folder}: images of different sizes {sorted(sizes)[:3]}; resize them "
-                         "to one size")
-    return np.stack(out).transpose(0, 3, 1, 2).copy()
 
 
 def cutouts_from_images(images: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,16 +14,16 @@ from __future__ import annotations
 import difflib
 import tomllib
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from synthgap.errors import UserError
+
+# the experiments shipped with the project: the package `configs`, installed beside `synthgap`
+# (in the source tree as in site-packages); a configs/ folder of the working directory comes first
 PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_DIRS = (Path("configs"), PACKAGE_CONFIGS)
 ORACLE_DEFAULTS = {"steps": 3000}
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 @dataclass

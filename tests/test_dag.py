@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import dag
-from workspace import Workspace
+from synthgap import codehash, dag
+from synthgap.workspace import Workspace
 import toy_stages as toy
 
 
@@ -97,8 +97,64 @@ def test_code_change_is_a_cache_miss(ws, tmp_path, monkeypatch):
 def test_code_modules_enter_the_key(ws):
     plain = dag.compute_keys({"s": dag.Stage("s", toy.source, {"value": 1})})
     with_mod = dag.compute_keys({"s": dag.Stage("s", toy.source, {"value": 1},
-                                                code=("data.splits",))})
+                                                code=("synthgap.data.splits",))})
     assert plain["s"]["key"] != with_mod["s"]["key"]
+
+
+def test_code_key_follows_the_syntax_tree_of_what_the_stage_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "toypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    files = {
+        "helper.py": "SCALE = 2  # the factor\n\ndef scale(x):\n    return SCALE * x\n",
+        "other.py": "UNUSED = 1\n",
+        "stage.py": textwrap.dedent('''\
+            from toypkg.helper import scale
+
+            OFFSET = 1
+
+
+            def add(x):
+                return x + OFFSET
+
+
+            def unrelated():
+                return 0
+
+
+            def step(params, inputs, out, ctx):
+                """Writes nothing."""
+                from toypkg import other  # noqa: F401
+                return {"v": add(scale(params["x"]))}
+            '''),
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(codehash, "PROJECT", (*codehash.PROJECT, "toypkg"))
+    import toypkg.stage
+
+    def key():
+        return dag.code_hash(dag.Stage("s", toypkg.stage.step))
+
+    def edit(name, old, new):
+        path = pkg / name
+        path.write_text(path.read_text().replace(old, new))
+
+    first = key()
+    edit("helper.py", "# the factor", "# the factor, a comment edit")
+    edit("stage.py", "Writes nothing.", "A docstring edit.")
+    edit("stage.py", "return 0", "return 1")            # a function the stage does not use
+    assert key() == first
+    edit("helper.py", "SCALE = 2", "SCALE = 3")          # a constant of an imported module
+    second = key()
+    assert second != first
+    edit("stage.py", "OFFSET = 1", "OFFSET = 5")         # a constant of its own module it uses
+    third = key()
+    assert third != second
+    edit("other.py", "UNUSED = 1", "UNUSED = 2")         # a module imported inside the function
+    assert key() != third
+    sys.modules.pop("toypkg.stage"), sys.modules.pop("toypkg")
 
 
 def test_failed_stage_leaves_nothing_done_and_next_run_cleans(ws):
@@ -158,8 +214,9 @@ def test_workers_end_when_the_runner_is_killed(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
-        import dag, toy_stages as toy
-        from workspace import Workspace
+        import toy_stages as toy
+        from synthgap import dag
+        from synthgap.workspace import Workspace
         stages = {{"sleep": dag.Stage("sleep", toy.sleeper, {{"pid_file": {str(pid_file)!r},
                                                              "seconds": 120}})}}
         ws = Workspace({str(tmp_path / "ws")!r})

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from data.imageset import ImageSet, load_imageset, save_imageset
-from data.mnist import FILES, VENDORED_DIR, DataError, load_mnist, read_idx
-from data.splits import nested_budget, pool_holdout
+from synthgap.data.imageset import ImageSet, load_imageset, save_imageset
+from synthgap.data.mnist import FILES, VENDORED_DIR, DataError, load_mnist, read_idx
+from synthgap.data.splits import nested_budget, pool_holdout
 
 NAMES = list(FILES)
 

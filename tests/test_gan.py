@@ -142,7 +142,7 @@ def test_train_refiner_and_refine_commands(tmp_path):
     import subprocess
     import sys
 
-    from data.imageset import ImageSet, load_imageset, save_imageset
+    from synthgap.data.imageset import ImageSet, load_imageset, save_imageset
     save_imageset(ImageSet(digits(20, 0, 2), np.arange(20) % 10, {}), tmp_path / "syn.npz")
     save_imageset(ImageSet(digits(20, 1, 4), np.arange(20) % 10, {}), tmp_path / "real.npz")
 

@@ -27,6 +27,12 @@ def pipeline(*args, check=True):
     return proc
 
 
+def published(work) -> Path:
+    """Where the newest run in `work` published its report: a --set run's variants/<name>/."""
+    found = sorted(Path(work).glob("variants/*/results.csv"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else Path(work)
+
+
 def stages_run(proc) -> int:
     return int(re.search(r"(\d+) stage\(s\) run", proc.stdout).group(1))
 
@@ -38,6 +44,42 @@ def done_stages(work: Path) -> dict[str, str]:
         assert m["name"] not in out, f"{m['name']} done twice"
         out[m["name"]] = m["key"]
     return out
+
+
+def test_report_computes_nothing_and_a_set_run_leaves_the_default_alone(tmp_path):
+    exp = tmp_path / "tiny.toml"
+    exp.write_text('base = "smoke"\n[experiment]\nbudgets = [20]\nseeds = [0]\nmixtures = ["real"]\n'
+                   '[classifier]\nsteps = 20\nwidth = 4\n')
+    work = tmp_path / "w"
+    empty = pipeline("report", str(exp), "--workdir", str(work), check=False)
+    assert empty.returncode == 1 and "4 of 4 stages the report needs are not in" in empty.stdout
+    assert "classify/real/b20/s0" in empty.stdout and not list(work.glob("cache/*/*/meta.json"))
+    pipeline("run", str(exp), "--workdir", str(work))
+    summary = (work / "summary.csv").read_bytes()
+    variant = pipeline("run", str(exp), "--set", "classifier.steps=25", "--name", "longer",
+                       "--workdir", str(work))
+    assert f"report in {work / 'variants' / 'longer'}" in variant.stdout
+    assert (work / "summary.csv").read_bytes() == summary
+    assert (work / "variants" / "longer" / "summary.csv").read_bytes() != summary
+    report = pipeline("report", str(exp), "--workdir", str(work))
+    assert "stage(s) run" not in report.stdout and (work / "summary.csv").read_bytes() == summary
+
+
+def test_verify_names_a_truncated_output_and_the_run_rebuilds_it(tmp_path):
+    work = str(tmp_path)
+    pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--workdir", work)
+    results = (published(tmp_path) / "results.csv").read_text()
+    assert "11 cached stage(s) checked" in pipeline("verify", "smoke", "--workdir", work).stdout
+    target = sorted(tmp_path.glob("cache/budget/*/budget.npz"))[0]
+    name = json.loads((target.parent / "meta.json").read_text())["name"]
+    target.write_bytes(target.read_bytes()[:100])
+    bad = pipeline("verify", "smoke", "--workdir", work, check=False)
+    assert bad.returncode == 1 and f"damaged: {name} (budget/" in bad.stdout
+    assert "budget.npz" in bad.stdout and "1 damaged" in bad.stdout
+    again = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--workdir", work)
+    assert stages_run(again) == 3  # the budget, its cell and the report
+    assert (published(tmp_path) / "results.csv").read_text() == results
+    assert "0 damaged" in pipeline("verify", "smoke", "--workdir", work).stdout
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +95,18 @@ def test_run_then_rerun_is_cached_and_set_reruns_only_classify(tmp_path):
     first = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--workdir", work)
     assert stages_run(first) == 11
     for name in ("results.csv", "summary.csv", "plots/error_vs_data.png"):
-        assert (tmp_path / name).is_file()
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    rows = (tmp_path / "results.csv").read_text().splitlines()
+        assert (published(tmp_path) / name).is_file()
+    assert list((published(tmp_path) / "tb" / "study").glob("events.out.tfevents.*"))
+    rows = (published(tmp_path) / "results.csv").read_text().splitlines()
     assert rows[0].startswith("mixture,budget,seed,test_error") and len(rows) == 5
     assert all(0 <= float(r.split(",")[3]) <= 1 for r in rows[1:])
+
+    # stdout is not a terminal here: one plain line per stage started and finished, also in run.log
+    done = [line for line in first.stdout.splitlines() if " done   " in line]
+    assert len(done) == 11 and any("classify/real/b20/s0" in d and "test_error" in d for d in done)
+    assert len([line for line in first.stdout.splitlines() if " start  " in line]) == 11
+    log = (tmp_path / "run.log").read_text()
+    assert all(line in log for line in done) and "smoke: 11 stage(s) run" in log
 
     again = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--workdir", work)
     assert stages_run(again) == 0
@@ -74,7 +123,7 @@ def test_run_then_rerun_is_cached_and_set_reruns_only_classify(tmp_path):
     new = {n for n, t in _all_metas(tmp_path).items() if t > before[n]}
     assert new == {"classify/real/b20/s0", "classify/real/b20/s1", "classify/real/b60/s0",
                    "classify/real/b60/s1", "report"}
-    assert "40" in (tmp_path / "results.csv").read_text().splitlines()[1].split(",")[-1]
+    assert "40" in (published(tmp_path) / "results.csv").read_text().splitlines()[1].split(",")[-1]
 
     status = pipeline("status", "smoke", *TINY, "--set", "classifier.steps=40", "--workdir", work)
     assert "11 of 11 stages done" in status.stdout
@@ -111,7 +160,8 @@ def test_sigkill_mid_stage_then_resume_gives_the_same_results(tmp_path, referenc
     assert "cleaned 1 leftover" in resumed.stdout
     assert stages_run(resumed) == 11 - len(done)
     assert not list(work.glob("cache/*/.tmp-*"))
-    assert (work / "results.csv").read_text() == (reference / "results.csv").read_text()
+    assert (published(work) / "results.csv").read_text() == \
+        (published(reference) / "results.csv").read_text()
 
 
 def test_two_concurrent_runs_share_one_workspace_safely(tmp_path, reference):
@@ -123,14 +173,15 @@ def test_two_concurrent_runs_share_one_workspace_safely(tmp_path, reference):
     assert [p.returncode for p in procs] == [0, 0], outs
     assert len(done_stages(work)) == 11  # each stage built once, none twice
     assert not list(work.glob("cache/*/.tmp-*"))
-    assert (work / "results.csv").read_text() == (reference / "results.csv").read_text()
+    assert (published(work) / "results.csv").read_text() == \
+        (published(reference) / "results.csv").read_text()
 
 
 def test_jobs_two_runs_the_graph_in_parallel(tmp_path):
     proc = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=30", "--jobs", "2",
                     "--workdir", str(tmp_path))
     assert stages_run(proc) == 11
-    assert len((tmp_path / "results.csv").read_text().splitlines()) == 5
+    assert len((published(tmp_path) / "results.csv").read_text().splitlines()) == 5
 
 
 @pytest.mark.parametrize("args, message", [
@@ -179,7 +230,7 @@ def test_unknown_experiment_and_list_and_dag():
 
 
 def test_oracle_takes_its_own_classifier_overrides():
-    from graph import UserError, build_graph
+    from synthgap.graph import UserError, build_graph
     from pipeline import load_config
     _, cfg = load_config("mnist-sweep", ["oracle.steps=123"])
     stages = build_graph("mnist-sweep", cfg)
@@ -197,7 +248,7 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
              "--set", "classifier.steps=20", "--set", "classifier.width=4", "--set", "refiner.steps=4",
              "--set", "refiner.sem_steps=4", "--set", "refiner.log_every=2",
              "--set", "refiner.warp=true", "--set", "refiner.variants=2", "--workdir", str(work))
-    rows = (work / "results.csv").read_text().splitlines()[1:]
+    rows = (published(work) / "results.csv").read_text().splitlines()[1:]
     by_mixture = {r.split(",")[0]: r.split(",") for r in rows}
     assert sorted(by_mixture) == ["font", "gan", "real", "real+composite", "real+font", "real+gan",
                                   "real+tone", "tone"]
@@ -214,8 +265,30 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     assert sorted(p.parent.name for p in work.glob("cache/render_composites/*/composites.npz")) \
         and len(list(work.glob("cache/render_composites/*/meta.json"))) == 3
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(work / "tb"))
+    events = EventAccumulator(str(published(work) / "tb" / "study"))
     events.Reload()
+    # one custom-scalars layout overlays every mixture's error curve (and each instrument's gap)
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0]
+                                          .tensor_proto.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert any(tags == ["error/.*"] for tags in charts.values())
+    assert any(tags == ["gap/c2st-pixel/.*"] for tags in charts.values())
+    assert [e.step for e in events.Scalars("error/real")] == [130]  # 100·log10(20)
+    # every cell is a row of the HParams dashboard
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    for mixture in by_mixture:
+        cell = EventAccumulator(str(published(work) / "tb" / "cells" / f"{mixture}-b20-s0"))
+        cell.Reload()
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            cell.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+        assert start.hparams["mixture"].string_value == mixture
+        assert start.hparams["budget"].number_value == 20
+        assert cell.Scalars("hparam/test_error")[0].value == pytest.approx(
+            float(by_mixture[mixture][3]), abs=1e-6)
+    results_md = (published(work) / "results.md").read_text()
+    assert "| real+gan | " in results_md and "## Real/synthetic gap" in results_md
+    assert "| refined | 20 | " in results_md
     assert {"samples/real", "samples/font", "samples/composite-hard", "samples/composite-poisson",
             "samples/composite-gaussian", "samples/refined-b20", "samples/tone-b20",
             "error_vs_data"} \
@@ -230,12 +303,12 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     # the renders read right and kept make up part of the retention, the rest are renders G fixed
     kept = m["oracle_accuracy_on_renders"] * m["retention_of_read_renders"]
     assert m["label_retention"] >= kept - 1e-9
-    losses = EventAccumulator(str(work / "tb" / "train_refiner-b20"))
+    losses = EventAccumulator(str(published(work) / "tb" / "refiner-b20"))
     losses.Reload()
     assert {"refiner/gan_G", "refiner/cycle", "refiner/D_real", "refiner/d_accuracy",
             "refiner/field_px", "refiner/smooth"} <= set(losses.Tags()["scalars"])
     assert len(losses.Scalars("refiner/cycle")) == 2 and losses.Tags()["images"]
-    gap = [r.split(",") for r in (work / "gap.csv").read_text().splitlines()]
+    gap = [r.split(",") for r in (published(work) / "gap.csv").read_text().splitlines()]
     assert gap[0][:8] == ["instrument", "source", "budget", "auc", "auc_ci_low", "auc_ci_high",
                           "accuracy", "p_value"]
     assert {(r[1], r[2]) for r in gap[1:]} == {
@@ -245,6 +318,7 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     tone = next(json.loads(p.read_text()) for p in work.glob("cache/tone/*/meta.json"))["metrics"]
     assert 0 <= tone["label_retention"] <= 1
     assert all(0 <= float(r[3]) <= 1 and float(r[8]) >= 0 for r in gap[1:])
-    assert (work / "plots" / "gap_vs_budget.png").is_file() and (work / "plots" / "d_accuracy.png").is_file()
+    plots = published(work) / "plots"
+    assert (plots / "gap_vs_budget.png").is_file() and (plots / "d_accuracy.png").is_file()
     assert {"gap/c2st-pixel/font", "gap/svdd/refined", "gap/frechet/real-control"} \
         <= set(events.Tags()["scalars"])

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data.mnist import load_mnist
+from synthgap.data.imageset import read_folder
+from synthgap.data.mnist import load_mnist
 from renderers import composite as comp
 from renderers.augment import elastic
 from renderers.fonts import (center_of_mass, check_font, discover, cached_glyph, matplotlib_fonts,
@@ -243,15 +244,15 @@ def test_bad_composite_inputs(tmp_path, fonts):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="holds no images"):
-        comp.read_folder(empty, "RGB")
+        read_folder(empty, "RGB")
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     Image.new("RGB", (10, 10)).save(mixed / "a.png")
     Image.new("RGB", (12, 10)).save(mixed / "b.png")
     with pytest.raises(ValueError, match="different sizes"):
-        comp.read_folder(mixed, "RGB")
+        read_folder(mixed, "RGB")
     (mixed / "b.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="b.png: unreadable image"):
-        comp.read_folder(mixed, "RGB")
+        read_folder(mixed, "RGB")
     with pytest.raises(ValueError, match="no usable font"):
         render_digits([], 10, seed=0)

@@ -4,6 +4,7 @@ runs, atomic JSON writes and publishing a stage's files into the workspace root.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,25 @@ class Workspace:
 
     def meta(self, kind: str, key: str) -> dict:
         return json.loads((self.out(kind, key) / META).read_text())
+
+    def damaged(self, kind: str, key: str, full: bool = False) -> list[str]:
+        """The files of a finished stage that no longer match what it wrote (missing, or another
+        size, or other bytes). A file whose size and modification time are as recorded counts as
+        intact unless `full` (then every file is re-hashed, as `pipeline verify` does)."""
+        out = self.out(kind, key)
+        bad = []
+        for name, rec in self.meta(kind, key).get("outputs", {}).items():
+            path = out / name
+            try:
+                st = path.stat()
+            except OSError:
+                bad.append(name)
+                continue
+            if st.st_size != rec["size"]:
+                bad.append(name)
+            elif (full or st.st_mtime_ns != rec["mtime_ns"]) and sha256(path) != rec["sha256"]:
+                bad.append(name)
+        return bad
 
     @contextmanager
     def lock(self, path: Path, blocking: bool = True, on_wait: Callable | None = None):
@@ -74,23 +94,44 @@ class Workspace:
         return latest
 
 
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_outputs(out: Path) -> dict:
+    """{relative path: sha256, size, mtime_ns} of every file a stage wrote (but its meta)."""
+    rec = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != META):
+        st = path.stat()
+        rec[path.relative_to(out).as_posix()] = {"sha256": sha256(path), "size": st.st_size,
+                                                 "mtime_ns": st.st_mtime_ns}
+    return rec
+
+
 def write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
-def publish(out: Path, ws: Workspace) -> None:
-    """Copy a stage's files (not its meta) into the workspace root, replacing what was there."""
-    with ws.lock(ws.root / ".publish.lock"):
+def publish(out: Path, ws: Workspace, dest: Path | None = None) -> None:
+    """Copy a stage's files (not its meta) into `dest` (the workspace root unless given),
+    replacing what was there."""
+    dest = ws.root if dest is None else dest
+    dest.mkdir(parents=True, exist_ok=True)
+    with ws.lock(dest / ".publish.lock"):
         for item in out.iterdir():
             if item.name == META:
                 continue
-            dest = ws.root / item.name
-            tmp = ws.root / f".{item.name}.publishing"
+            target = dest / item.name
+            tmp = dest / f".{item.name}.publishing"
             if tmp.exists():
                 shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
             shutil.copytree(item, tmp) if item.is_dir() else shutil.copy2(item, tmp)
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(tmp, target)

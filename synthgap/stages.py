@@ -10,15 +10,25 @@ from pathlib import Path
 
 import numpy as np
 
-from data.imageset import ImageSet, load_imageset, save_imageset
+from classifiers.digits import load_model, save_model
+from synthgap.data.imageset import ImageSet, load_imageset, save_imageset
 
 MIXTURES = ("real", "font", "gan", "tone", "real+font", "real+gan", "real+tone", "real+composite")
-SYNTHETIC_FILES = {"font": "fonts.npz", "gan": "refined.npz", "tone": "tone.npz"}
+# The files each kind of stage writes: the runner checks them before it marks a stage done, and a
+# downstream stage reads an upstream's first one.
+OUTS = {"mnist": ("train.npz", "test.npz"), "split": ("pool.npz", "holdout.npz"),
+        "budget": ("budget.npz",), "render_fonts": ("fonts.npz", "fonts.json"),
+        "render_composites": ("composites.npz",), "classify": ("model.safetensors",),
+        "oracle": ("model.safetensors",), "train_refiner": ("refiner.safetensors", "losses.json"),
+        "refine": ("refined.npz",), "tone": ("tone.npz", "curve.json"), "gap": (),
+        "report": ("results.csv", "summary.csv", "results.md")}
+SYNTHETIC_FILES = {"font": OUTS["render_fonts"][0], "gan": OUTS["refine"][0],
+                   "tone": OUTS["tone"][0]}
 
 
 def mnist(params, inputs, out, ctx):
     """Read and check MNIST; write train.npz and test.npz."""
-    from data.mnist import load_mnist
+    from synthgap.data.mnist import load_mnist
 
     d = load_mnist(ctx.data_dir)
     for split in ("train", "test"):
@@ -30,7 +40,7 @@ def mnist(params, inputs, out, ctx):
 
 def split(params, inputs, out, ctx):
     """Stratified random pool / holdout split of MNIST train."""
-    from data.splits import pool_holdout
+    from synthgap.data.splits import pool_holdout
 
     train = load_imageset(Path(inputs["mnist"]) / "train.npz")
     pool, holdout = pool_holdout(train.labels, params["holdout"], params["seed"])
@@ -41,7 +51,7 @@ def split(params, inputs, out, ctx):
 
 def budget(params, inputs, out, ctx):
     """The seed's nested, stratified budget of real images from the pool."""
-    from data.splits import nested_budget
+    from synthgap.data.splits import nested_budget
 
     pool = load_imageset(Path(inputs["split"]) / "pool.npz")
     index = nested_budget(pool.labels, params["budget"], params["seed"])
@@ -103,23 +113,6 @@ def mixture_sources(params, inputs, real):
     if mixture == kind:
         return [(synthetic.images, synthetic.labels, 1.0)]
     return [(real.images, real.labels, 1 - f), (synthetic.images, synthetic.labels, f)]
-
-
-def save_model(model, path):
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(path))
-
-
-def load_model(path, width):
-    from safetensors.torch import load_file
-
-    from classifiers.digits import make_cnn
-
-    model = make_cnn(width)
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
 
 
 def classify(params, inputs, out, ctx):
@@ -275,7 +268,7 @@ def gap(params, inputs, out, ctx):
 
 def report(params, inputs, out, ctx):
     """results.csv, summary.csv, plots and TensorBoard from every classify cell."""
-    from report import write_report
+    from synthgap.report import write_report
 
     rows = []
     for name, folder in inputs.items():
@@ -285,7 +278,9 @@ def report(params, inputs, out, ctx):
         p, m = meta["params"], meta["metrics"]
         rows.append({"mixture": p["mixture"], "budget": p["budget"], "seed": p["seed"],
                      "test_error": m["test_error"], "n_real": m["n_real"],
-                     "n_synthetic": m["n_synthetic"], "steps": m["steps"]})
+                     "n_synthetic": m["n_synthetic"], "steps": m["steps"],
+                     "synthetic_fraction": p.get("synthetic_fraction",
+                                                 0.0 if p["mixture"] == "real" else 1.0)})
     grids = {"real": load_imageset(Path(inputs["split"]) / "pool.npz").images[:64]}
     for name, folder in inputs.items():
         for file in ("fonts.npz", "composites.npz", "refined.npz", "tone.npz"):
@@ -300,7 +295,8 @@ def report(params, inputs, out, ctx):
             found = refiners if name.startswith("refine/") else tones
             found.setdefault(meta["params"]["budget"], meta["metrics"])
         if name.startswith("train_refiner/") and (Path(folder) / "tb").is_dir():
-            shutil.copytree(Path(folder) / "tb", out / "tb" / name.replace("/", "-"))
+            shutil.copytree(Path(folder) / "tb",
+                            out / "tb" / name.replace("train_refiner/", "refiner-").replace("/", "-"))
             histories[name] = json.loads((Path(folder) / "losses.json").read_text())
     gaps = []
     for name, folder in inputs.items():
@@ -311,6 +307,6 @@ def report(params, inputs, out, ctx):
             retention = kept.get(p["budget"], {}).get("label_retention", "")
             gaps += [{**r, "source": p["source"], "budget": p["budget"] or "", "frechet": m["frechet"],
                       "label_retention": retention} for r in m["rows"]]
-    summary = write_report(out, rows, grids, refiners, gaps, histories)
+    summary = write_report(out, rows, grids, refiners, gaps, histories, params["experiment"], tones)
     return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
             "label_retention": {b: m["label_retention"] for b, m in sorted(refiners.items())}}

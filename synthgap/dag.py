@@ -2,7 +2,7 @@
 
 A stage is a function `fn(params, inputs, out, ctx) -> metrics` that writes its files into the folder
 `out`. Its cache key hashes its kind, its canonical params, the keys of its upstream stages and the
-source of the code it runs; an output folder `cache/<kind>/<key>/` holding `meta.json` is done.
+code it runs (syntax trees of the stage function and the project modules it imports); an output folder `cache/<kind>/<key>/` holding `meta.json` is done.
 Outputs are built in `cache/<kind>/.tmp-<key>/`, `meta.json` is written last and the folder is
 renamed into place, so an interrupted stage never looks done. A lock file per key (`flock`, released
 by the kernel when a process dies) keeps two runs from building one output at the same time and
@@ -14,8 +14,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
-import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -26,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from workspace import META, Workspace, publish, write_json
+from synthgap.codehash import code_hash
+from synthgap.workspace import META, Workspace, publish, record_outputs, write_json
 
 
 @dataclass
@@ -35,8 +34,10 @@ class Stage:
     fn: Callable                                # fn(params, inputs, out, ctx) -> dict of metrics
     params: dict = field(default_factory=dict)  # JSON-able; part of the key
     deps: dict = field(default_factory=dict)    # input name -> upstream stage name
-    code: tuple = ()                 # "module" or "module:function" whose source is part of the key
+    code: tuple = ()                 # modules whose code is part of the key besides those the stage
+                                     # function imports (found by code_hash)
     publish: bool = False                       # copy its files into the workspace root after a run
+    outs: tuple = ()                            # files it must write (checked before it is done)
 
     @property
     def kind(self) -> str:
@@ -67,29 +68,6 @@ class StageError(Exception):
 # ----------------------------------------------------------------------------------------- keys
 def canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-_source_cache: dict = {}
-
-
-def module_source(module: str) -> str:
-    """The source text of a module, or of one function in it ("module:function")."""
-    if ":" in module:
-        name, attr = module.split(":")
-        return inspect.getsource(getattr(importlib.import_module(name), attr))
-    if module not in _source_cache:
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.origin:
-            raise ValueError(f"cannot find the source of module {module}")
-        _source_cache[module] = Path(spec.origin).read_text()
-    return _source_cache[module]
-
-
-def code_hash(stage: Stage) -> str:
-    h = hashlib.sha256(inspect.getsource(stage.fn).encode())
-    for module in sorted(stage.code):
-        h.update(module.encode() + b"\0" + module_source(module).encode())
-    return h.hexdigest()[:16]
 
 
 def topo_order(stages: dict[str, Stage]) -> list[str]:
@@ -167,14 +145,20 @@ def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list
     """One row per stage to consider: name, key, run (bool) and reason."""
     keys = compute_keys(stages)
     previous = ws.last_runs()
-    rows = []
+    rows, damaged = [], set()
     for name in needed(stages, only):
         s, info = stages[name], keys[name]
         forced = any(fnmatch.fnmatchcase(name, g) for g in force or [])
+        hurt = sorted(d for d in s.deps.values() if d in damaged)
         if forced:
             run, reason = True, "forced"
         elif ws.is_done(s.kind, info["key"]):
-            run, reason = False, "cached"
+            bad = ws.damaged(s.kind, info["key"])
+            run, reason = (True, f"output damaged: {', '.join(bad)}") if bad else (False, "cached")
+            if hurt and not bad:  # its input is rebuilt: so is it
+                run, reason = True, f"upstream damaged: {', '.join(hurt[:3])}"
+            if run:
+                damaged.add(name)
         else:
             run, reason = True, why(s, info, previous.get(name))
         rows.append({"name": name, "key": info["key"], "run": run, "reason": reason, **info})
@@ -201,7 +185,8 @@ def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context,
         import torch
         torch.set_num_threads(ctx.threads)
     with ws.stage_lock(kind, key, on_wait=lambda: ctx.report(0, 1, "waiting for another run")):
-        if ws.is_done(kind, key) and not force:
+        if ws.is_done(kind, key) and not force and not row["reason"].startswith(
+                ("output damaged", "upstream damaged")) and not ws.damaged(kind, key):
             return ws.meta(kind, key)
         tmp, old = out.with_name(f".tmp-{key}"), out.with_name(f".old-{key}")
         for leftover in (tmp, old):
@@ -210,11 +195,14 @@ def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context,
         tmp.mkdir(parents=True)
         start = time.time()
         metrics = stage.fn(stage.params, {k: str(v) for k, v in inputs.items()}, tmp, ctx) or {}
+        missing = [f for f in stage.outs if not (tmp / f).is_file()]
+        if missing:
+            raise RuntimeError(f"it did not write its declared output(s) {', '.join(missing)}")
         meta = {"name": stage.name, "kind": kind, "key": key, "params": stage.params,
                 "code": row["code"], "upstream": row["upstream"], "deps": stage.deps,
                 "device": metrics.pop("device", ctx.device), "metrics": metrics,
                 "seconds": round(time.time() - start, 3), "versions": versions(),
-                "finished": time.time()}
+                "finished": time.time(), "outputs": record_outputs(tmp)}
         write_json(tmp / META, meta)
         if out.exists():
             out.rename(old)
@@ -234,12 +222,50 @@ class QueueProgress:
         self.queue.put((self.name, done, total, description))
 
 
+class RunLog:
+    """One plain line per event, appended to the workspace's `run.log` and, when `plain` (stdout is
+    not a terminal: a batch job, `> log`), printed as well; the rich display is for terminals."""
+
+    PROGRESS_EVERY = 30.0  # seconds between progress lines of one stage
+
+    def __init__(self, path: Path | None, plain: bool):
+        self.path, self.plain, self.last = path, plain, {}
+
+    def __call__(self, text: str, screen: bool = True) -> None:
+        """Log a line; `screen` False keeps it off the screen (the caller prints it itself)."""
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}"
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(line + "\n")
+        if self.plain and screen:
+            print(line, flush=True)
+
+    def progress(self, name: str, done, total, description=None) -> None:
+        now = time.monotonic()
+        if now - self.last.setdefault(name, now) >= self.PROGRESS_EVERY:
+            self.last[name] = now
+            self(f"  ...  {name} {done}/{total}" + (f" ({description})" if description else ""))
+
+
+def key_metric(meta: dict) -> str:
+    """The one number a finished stage's line shows."""
+    m = meta.get("metrics", {})
+    for k in ("test_error", "label_retention", "frechet", "steps_per_second"):
+        if isinstance(m.get(k), (int, float)):
+            return f"{k} {m[k]:.4g}"
+    return ""
+
+
 def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict], jobs: int = 1,
-        console=None) -> list[dict]:
-    """Execute the rows of `plan` that must run, with rich progress bars; return their metas."""
+        console=None, log: RunLog | None = None, publish_to: Path | None = None) -> list[dict]:
+    """Execute the rows of `plan` that must run, with rich progress bars on a terminal and plain
+    lines (`log`) elsewhere; publishing stages copy their files to `publish_to` (the workspace
+    root unless given). Return the metas of the stages run."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
+    log = log or RunLog(None, False)
     by_name = {r["name"]: r for r in rows}
     todo = [r for r in rows if r["run"]]
     finished = {r["name"] for r in rows if not r["run"]}
@@ -250,19 +276,21 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
 
     def publish_if_asked(name):
         if stages[name].publish:
-            publish(ws.out(stages[name].kind, by_name[name]["key"]), ws)
+            publish(ws.out(stages[name].kind, by_name[name]["key"]), ws, publish_to)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=log.plain) as progress:
         overall = progress.add_task("stages", total=len(todo))
         tasks = {}
 
         def show(name, done, total, description=None):
             if name not in tasks:
                 tasks[name] = progress.add_task(f"  {name}", total=total or 1)
+                log(f"start  {name}  ({by_name[name]['reason']})")
             label = f"  {name}" + (f" ({description})" if description else "")
             progress.update(tasks[name], completed=done, total=total or 1, description=label)
+            log.progress(name, done, total, description)
 
         def complete(name, meta):
             metas.append(meta)
@@ -271,11 +299,16 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
             if name in tasks:
                 progress.remove_task(tasks.pop(name))
             progress.advance(overall)
+            log(f"done   {name}  {meta['seconds']:.1f} s  {key_metric(meta)}".rstrip())
+
+        def failed(name, exc):
+            log(f"FAILED {name}: {exc}")
+            return StageError(f"stage {name} failed: {exc}")
 
         for name in finished:
             publish_if_asked(name)
         if jobs > 1:
-            _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, jobs)
+            _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, failed, jobs)
             return metas
         for r in todo:
             name = r["name"]
@@ -285,7 +318,7 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
                 meta = execute(stages[name], r, inputs(name), str(ws.root), local,
                                r["reason"] == "forced")
             except Exception as exc:
-                raise StageError(f"stage {name} failed: {exc}") from exc
+                raise failed(name, exc) from exc
             complete(name, meta)
     return metas
 
@@ -304,7 +337,7 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, jobs):
+def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, failed, jobs):
     """Run `todo` in `jobs` spawned processes as their dependencies finish."""
     import multiprocessing as mp
     import queue as queue_mod
@@ -342,7 +375,7 @@ def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, jobs)
                 try:
                     complete(name, fut.result())
                 except Exception as exc:  # the first failure stops new work
-                    failure = failure or StageError(f"stage {name} failed: {exc}")
+                    failure = failure or failed(name, exc)
     manager.shutdown()
     if failure:
         raise failure

@@ -62,7 +62,7 @@ def error_figure(summary: list[dict]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=120)
     for mixture in sorted({r["mixture"] for r in summary}):
         rs = sorted((r for r in summary if r["mixture"] == mixture), key=lambda r: r["budget"])
         x = [r["budget"] for r in rs]
@@ -71,11 +71,12 @@ def error_figure(summary: list[dict]):
         if not any(math.isnan(v) for v in low):
             ax.fill_between(x, low, [r["ci95_high"] for r in rs], alpha=0.2)
     ax.set_xscale("log")
+    ax.set_yscale("log")  # curves at 1-3 % error separate
     ax.set_xlabel("real training images")
-    ax.set_ylabel("MNIST test error")
+    ax.set_ylabel("MNIST test error (log)")
     ax.set_title("error vs data (mean, 95 % CI over seeds)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)  # beside, over no curve
     fig.tight_layout()
     return fig
 
@@ -146,10 +147,76 @@ def d_accuracy_figure(histories: dict[str, list[dict]]):
     return fig
 
 
+def log_step(budget: int) -> int:
+    """TensorBoard's x for a budget: 100·log10(budget) (55 -> 174, 385 -> 259, 5,500 -> 374,
+    38,500 -> 459), so budgets spread as on the figures' log axis."""
+    return round(100 * math.log10(budget))
+
+
+def fmt_ci(mean, low, high, digits=4) -> str:
+    if any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({low:.{digits}f} – {high:.{digits}f})"
+
+
+def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
+                     refiners: dict, tones: dict, note: str = "") -> str:
+    """results.md: the error, gap and retention tables of a finished run."""
+    budgets = sorted({int(r["budget"]) for r in summary})
+    lines = [f"# Results of `{experiment}`", "",
+             note or f"Written by `pipeline report {experiment}` from the run's cached stages.", "",
+             "## MNIST test error", "",
+             "Mean over seeds with its 95 % t interval; the MNIST test set (10,000 digits).", "",
+             "| mixture | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
+             "|---|" + "---:|" * len(budgets)]
+    cells = {(r["mixture"], int(r["budget"])): r for r in summary}
+    for mixture in sorted({r["mixture"] for r in summary}):
+        row = [fmt_ci(float(c["mean_error"]), float(c["ci95_low"]), float(c["ci95_high"]))
+               if (c := cells.get((mixture, b))) else "" for b in budgets]
+        lines.append(f"| {mixture} | " + " | ".join(row) + " |")
+    if gaps:
+        instruments = sorted({g["instrument"] for g in gaps})
+        lines += ["", "## Real/synthetic gap", "",
+                  "AUC of each instrument against held-out real digits (0.5: no gap), with its "
+                  "DeLong 95 % interval; Fréchet distance in the oracle's features.", "",
+                  "| source | budget | " + " | ".join(instruments) + " | Fréchet |",
+                  "|---|---:|" + "---:|" * (len(instruments) + 1)]
+        by_source: dict = {}
+        for g in gaps:
+            by_source.setdefault((g["source"], str(g["budget"])), {})[g["instrument"]] = g
+        for (source, budget), row in sorted(by_source.items(),
+                                            key=lambda kv: (kv[0][0], kv[0][1].zfill(6))):
+            aucs = [fmt_ci(float(g["auc"]), float(g["auc_ci_low"]), float(g["auc_ci_high"]), 3)
+                    if (g := row.get(i)) else "" for i in instruments]
+            frechet = float(next(iter(row.values()))["frechet"])
+            lines.append(f"| {source} | {budget} | " + " | ".join(aucs) + f" | {frechet:.1f} |")
+    keys = (("label_retention", "retention"), ("retention_of_read_renders", "of read renders"),
+            ("label_agreement", "agreement"), ("oracle_accuracy_on_renders", "oracle on renders"))
+    if refiners or tones:
+        lines += ["", "## Label retention", "",
+                  "The oracle's accuracy on refined or toned renders against their render labels; "
+                  "of read renders: over the renders it reads right; agreement: how often it reads "
+                  "a changed render as it reads the render.", "",
+                  "| source | budget | " + " | ".join(k[1] for k in keys) + " |",
+                  "|---|---:|" + "---:|" * len(keys)]
+        for source, found in (("refined", refiners), ("tone", tones)):
+            for budget, m in sorted(found.items()):
+                lines.append(f"| {source} | {budget} | "
+                             + " | ".join(f"{m[k]:.4f}" if k in m else "" for k, _ in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                  refiners: dict | None = None, gaps: list[dict] | None = None,
-                 histories: dict | None = None) -> list[dict]:
-    """results.csv, summary.csv, plots/error_vs_data.png and tb/ in `out`; return the summary."""
+                 histories: dict | None = None, experiment: str = "",
+                 tones: dict | None = None) -> list[dict]:
+    """results.csv, summary.csv, results.md, plots/ and tb/ in `out`; return the summary.
+
+    TensorBoard: the run `study` holds the error of every mixture (`error/<mixture>`) and the AUC
+    of every source (`gap/<instrument>/<source>`) against x = 100·log10(budget), with a
+    custom-scalars layout that overlays each family in one chart; every cell is a run
+    `cells/<mixture>-b<budget>-s<seed>` with its HParams (mixture, budget, seed, steps,
+    synthetic fraction) and its test error."""
     from torch.utils.tensorboard import SummaryWriter
     import torch
     from torchvision.utils import make_grid
@@ -161,21 +228,35 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
     (out / "plots").mkdir()
     fig = error_figure(summary)
     fig.savefig(out / "plots" / "error_vs_data.png")
-    writer = SummaryWriter(str(out / "tb"))
+    writer = SummaryWriter(str(out / "tb" / "study"))
+    x = "x = 100·log10(real images): 55 -> 174, 385 -> 259, 5,500 -> 374, 38,500 -> 459"
+    layout = {"error vs data": {f"MNIST test error of every mixture ({x})":
+                                ["Multiline", ["error/.*"]]}}
     for r in summary:
-        writer.add_scalar(f"error/{r['mixture']}", r["mean_error"], global_step=r["budget"])
+        writer.add_scalar(f"error/{r['mixture']}", r["mean_error"], log_step(r["budget"]))
     writer.add_figure("error_vs_data", fig)
+    for r in rows:
+        hparams = {"mixture": r["mixture"], "budget": int(r["budget"]), "seed": int(r["seed"]),
+                   "steps": int(r["steps"]),
+                   "synthetic_fraction": float(r.get("synthetic_fraction", 0.0))}
+        writer.add_hparams(hparams, {"hparam/test_error": float(r["test_error"])},
+                           run_name=f"../cells/{r['mixture']}-b{r['budget']}-s{r['seed']}")
     if gaps:
         gaps = sorted(gaps, key=lambda g: (g["source"], str(g["budget"]).zfill(6), g["instrument"]))
         write_csv(out / "gap.csv", gaps, GAP_COLUMNS)
         gfig = gap_figure(gaps)
         gfig.savefig(out / "plots" / "gap_vs_budget.png")
         writer.add_figure("gap_vs_budget", gfig)
-        for g in gaps:
-            step = int(g["budget"]) if g["budget"] != "" else 0
-            writer.add_scalar(f"gap/{g['instrument']}/{g['source']}", g["auc"], global_step=step)
-            if g["instrument"] == "c2st-pixel":
-                writer.add_scalar(f"gap/frechet/{g['source']}", g["frechet"], global_step=step)
+        steps = sorted({log_step(int(g["budget"])) for g in gaps if g["budget"] != ""}) or [0]
+        for g in gaps:  # a source without a budget is a flat line across the budgets
+            for step in [log_step(int(g["budget"]))] if g["budget"] != "" else steps:
+                writer.add_scalar(f"gap/{g['instrument']}/{g['source']}", g["auc"], step)
+                if g["instrument"] == "c2st-pixel":
+                    writer.add_scalar(f"gap/frechet/{g['source']}", g["frechet"], step)
+        layout["gap vs budget"] = {
+            f"{i} AUC of every source ({x})": ["Multiline", [f"gap/{i}/.*"]]
+            for i in sorted({g["instrument"] for g in gaps}) + ["frechet"]}
+    writer.add_custom_scalars(layout)
     if histories and any("d_accuracy" in h for hs in histories.values() for h in hs):
         dfig = d_accuracy_figure(histories)
         dfig.savefig(out / "plots" / "d_accuracy.png")
@@ -184,9 +265,11 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
         for key in ("label_retention", "label_agreement", "oracle_accuracy_on_renders",
                     "retention_of_read_renders"):
             if key in metrics:
-                writer.add_scalar(f"refiner/{key}", metrics[key], global_step=budget)
+                writer.add_scalar(f"refiner/{key}", metrics[key], log_step(budget))
     for name, images in grids.items():
         grid = make_grid(torch.as_tensor(images[:64]), nrow=8, padding=2, pad_value=128)
         writer.add_image(f"samples/{name}", grid)
     writer.close()
+    (out / "results.md").write_text(results_markdown(experiment, summary, gaps or [],
+                                                     refiners or {}, tones or {}))
     return summary

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dag
-from synthgap.config import UserError  # noqa: F401  (graph.UserError for the runner's callers)
+from synthgap import dag
+from synthgap.errors import UserError
 
 
 def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     """The stage graph of an experiment config."""
-    import stages as st
-    from data.mnist import FILES
+    from synthgap import stages as st
+    from synthgap.data.mnist import FILES
 
     e, clf = cfg["experiment"], cfg["classifier"]
     bad = [m for m in e["mixtures"] if m not in st.MIXTURES]
@@ -28,18 +28,17 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     stages: dict[str, dag.Stage] = {}
 
     def add(stage):
+        stage.outs = st.OUTS[stage.kind]
         stages[stage.name] = stage
 
-    add(dag.Stage("mnist", st.mnist, {"sha256": {k: v[2] for k, v in FILES.items()}},
-                  code=("data.mnist", "data.imageset")))
+    add(dag.Stage("mnist", st.mnist, {"sha256": {k: v[2] for k, v in FILES.items()}}))
     add(dag.Stage("split", st.split, {"holdout": e["holdout"], "seed": e["split_seed"]},
-                  {"mnist": "mnist"}, code=("data.splits", "data.imageset")))
+                  {"mnist": "mnist"}))
     synthetic = {}  # mixture -> (stage giving its images, "{b}" for the budget; extra classify params)
     mixtures = set(e["mixtures"])
     if mixtures - {"real"}:
         fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
-        add(dag.Stage("render_fonts", st.render_fonts, fonts,
-                      code=("renderers.fonts", "renderers.pen", "renderers.augment", "data.imageset")))
+        add(dag.Stage("render_fonts", st.render_fonts, fonts))
         synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
         synthetic["real+font"] = ("render_fonts", {"total": e["synthetic_total"],
                                                    "synthetic_fraction": e["synthetic_fraction"]})
@@ -51,8 +50,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                             f"composites.modes {comp['modes']}")
         for mode in comp["modes"]:
             add(dag.Stage(f"render_composites/{mode}", st.render_composites,
-                          {**knobs, "mode": mode}, {"fonts": "render_fonts"},
-                          code=("renderers.composite", "renderers.augment", "data.imageset")))
+                          {**knobs, "mode": mode}, {"fonts": "render_fonts"}))
         synthetic["real+composite"] = (f"render_composites/{comp['train_mode']}",
                                        {"synthetic_fraction": e["synthetic_fraction"]})
     if mixtures & {"gan", "real+gan", "tone", "real+tone"}:
@@ -75,25 +73,22 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                     source, extra = synthetic[m]
                     deps["synthetic"] = source.format(b=b, s=seed)
                 add(dag.Stage(cells[-1], st.classify,
-                              {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps,
-                              code=("classifiers.digits", "data.imageset", "stages:mixture_sources",
-                                    "stages:save_model")))
+                              {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps))
     if "gap" in cfg and mixtures - {"real"}:  # a real-only study has no synthetic source to measure
         add_gaps(add, stages, cfg)
     renders = [n for n in stages
                if n.startswith(("render_", "refine/", "train_refiner/", "tone/", "gap/"))]
     add(dag.Stage("report", st.report, {"experiment": name},
-                  {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"},
-                  code=("report",), publish=True))
+                  {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"}, publish=True))
     return stages
 
 
 def budget_stage(b: int, seed: int) -> dag.Stage:
     """The seed's draw of b real images from the pool (the refiners use the first seed's)."""
-    import stages as st
+    from synthgap import stages as st
 
     return dag.Stage(f"budget/b{b}/s{seed}", st.budget, {"budget": b, "seed": seed},
-                     {"split": "split"}, code=("data.splits", "data.imageset"))
+                     {"split": "split"})
 
 
 def refiner_seeds(cfg: dict) -> list[tuple[int, str]]:
@@ -108,7 +103,7 @@ def refiner_seeds(cfg: dict) -> list[tuple[int, str]]:
 def add_refiners(add, cfg: dict, mixtures: set) -> None:
     """oracle, and per budget (and seed, with `refiner.per_seed`) train_refiner and refine (the
     GAN) and tone (the tone-curve baseline), each on that seed's budget of real images."""
-    import stages as st
+    from synthgap import stages as st
 
     e, ref = cfg["experiment"], cfg["refiner"]
     if ref["variants"] < 1:
@@ -129,50 +124,45 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
                       "oracle": "oracle"}
             if mixtures & {"tone", "real+tone"}:
                 add(dag.Stage(f"tone/b{b}{suffix}", st.tone, {"budget": b, "seed": seed, **oracle},
-                              inputs, code=("renderers.tone", "classifiers.digits",
-                                            "data.imageset", "stages:load_model",
-                                            "stages:retention")))
+                              inputs))
             if not mixtures & {"gan", "real+gan"}:
                 continue
             add(dag.Stage(f"train_refiner/b{b}{suffix}", st.train_refiner,
                           {**ref, "budget": b, "seed": seed},
-                          {"budget": inputs["budget"], "synthetic": "render_fonts"},
-                          code=("gan.train", "gan.networks", "gan.diffaugment", "renderers.tone",
-                                "classifiers.digits", "data.imageset")))
+                          {"budget": inputs["budget"], "synthetic": "render_fonts"}))
             add(dag.Stage(f"refine/b{b}{suffix}", st.refine,
                           {"budget": b, "seed": seed, "variants": ref["variants"], **oracle},
                           {"synthetic": "render_fonts", "oracle": "oracle",
-                           "refiner": f"train_refiner/b{b}{suffix}"},
-                          code=("gan.train", "gan.networks", "classifiers.digits", "data.imageset",
-                                "stages:load_model", "stages:retention")))
+                           "refiner": f"train_refiner/b{b}{suffix}"}))
 
 
 def add_gaps(add, stages: dict, cfg: dict) -> None:
     """gap/<source>[/b{b}] for every synthetic source in the graph and the real-vs-real control;
     with per-seed refiners, the first seed's refined and toned renders are measured."""
-    import stages as st
+    from synthgap import stages as st
 
-    sources = {"gap/real-control": ("real-control", None, "split", "pool.npz")}
+    def first_out(stage):
+        return st.OUTS[stage.split("/")[0]][0]
+
+    sources = {"gap/real-control": ("real-control", None, "split", first_out("split"))}
     first = cfg["experiment"]["seeds"][0]
     for name in stages:
         parts = name.split("/")
         if name == "render_fonts":
-            sources["gap/font"] = ("font", None, name, "fonts.npz")
+            sources["gap/font"] = ("font", None, name, first_out(name))
         elif parts[0] == "render_composites":
             sources[f"gap/composite-{parts[1]}"] = (f"composite-{parts[1]}", None, name,
-                                                    "composites.npz")
+                                                    first_out(name))
         elif parts[0] in ("refine", "tone") and parts[2:] in ([], [f"s{first}"]):
-            b = int(parts[1][1:])
-            source, file = {"refine": ("refined", "refined.npz"), "tone": ("tone", "tone.npz")}[parts[0]]
-            sources[f"gap/{source}/b{b}"] = (source, b, name, file)
+            source = {"refine": "refined", "tone": "tone"}[parts[0]]
+            sources[f"gap/{source}/b{int(parts[1][1:])}"] = (source, int(parts[1][1:]), name,
+                                                             first_out(name))
     if not any(n.startswith(("train_refiner/", "tone/")) for n in stages):
         add_oracle(add, cfg)
     for name, (source, budget, stage, file) in sources.items():
         add(dag.Stage(name, st.gap, {**cfg["gap"], "source": source, "budget": budget, "file": file,
                                      "oracle_width": oracle_params(cfg)["width"]},
-                      {"source": stage, "split": "split", "oracle": "oracle"},
-                      code=("classifiers.detector", "classifiers.frechet", "classifiers.digits",
-                            "data.imageset", "stages:load_model")))
+                      {"source": stage, "split": "split", "oracle": "oracle"}))
 
 
 def oracle_params(cfg: dict) -> dict:
@@ -182,7 +172,6 @@ def oracle_params(cfg: dict) -> dict:
 
 
 def add_oracle(add, cfg: dict) -> None:
-    import stages as st
+    from synthgap import stages as st
 
-    add(dag.Stage("oracle", st.oracle, oracle_params(cfg), {"split": "split", "mnist": "mnist"},
-                  code=("classifiers.digits", "data.imageset", "stages:save_model")))
+    add(dag.Stage("oracle", st.oracle, oracle_params(cfg), {"split": "split", "mnist": "mnist"}))

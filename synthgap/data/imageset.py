@@ -53,3 +53,46 @@ def load_imageset(path: Path) -> ImageSet:
             return ImageSet(z["images"], z["labels"], json.loads(str(z["meta"])))
     except (KeyError, ValueError, OSError) as exc:
         raise ValueError(f"{path} is not an ImageSet .npz (images, labels, meta): {exc}") from None
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def read_folder(folder: Path, mode: str) -> np.ndarray:
+    """All images of a folder as uint8 [N, C, H, W] (mode "RGBA", "RGB" or "L"; "auto": L when
+    every image is grayscale, else RGB); one size only."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    out = []
+    for p in files:
+        try:
+            with Image.open(p) as img:
+                gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+                a = np.asarray(img.convert(("L" if gray else "RGB") if mode == "auto" else mode))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{p}: unreadable image ({type(exc).__name__}); remove or replace "
+                             "it") from None
+        out.append(a[..., None] if a.ndim == 2 else a)
+    if mode == "auto" and len({a.shape[2] for a in out}) > 1:
+        out = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in out]
+    sizes = {a.shape for a in out}
+    if len(sizes) > 1:
+        raise ValueError(f"{folder}: images of different sizes {sorted(sizes)[:3]}; resize them "
+                         "to one size")
+    return np.stack(out).transpose(0, 3, 1, 2).copy()
+
+
+def load_images(path: Path, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """An ImageSet .npz (images, labels) or a folder of images (images, no labels)."""
+    if path.is_dir():
+        return read_folder(path, mode), None
+    if path.suffix == ".npz":
+        s = load_imageset(path)
+        return s.images, s.labels
+    raise ValueError(f"{path} is neither a folder of images nor an ImageSet .npz")

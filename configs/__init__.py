@@ -1,0 +1,1 @@
+"""The experiments shipped with synthgap, as TOML files (package data)."""

@@ -1,0 +1,126 @@
+"""The code part of a stage's cache key, found from the code itself: the syntax trees of the stage
+function, of the definitions of its module it uses, and of every project module it imports,
+transitively. Trees, not text: a comment or a docstring edit leaves the key alone, a changed
+constant changes it."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+# The packages whose code is part of a stage's key; anything else (torch, numpy) is in meta.json's
+# versions instead.
+PROJECT = ("synthgap", "renderers", "gan", "classifiers")
+
+
+def _project(module: str) -> bool:
+    return module.split(".")[0] in PROJECT
+
+
+@functools.lru_cache(maxsize=None)
+def _origin(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise ValueError(f"cannot find the source of module {module}")
+    return spec.origin
+
+
+def _tree(module: str) -> ast.Module:
+    """A module's syntax tree without its docstrings (comments are never in it), as on disk now."""
+    return _parse(Path(_origin(module)).read_text())
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(source: str) -> ast.Module:
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _imported(node: ast.AST) -> dict[str, str]:
+    """Names bound by the import statements under `node` -> the project module each comes from."""
+    out = {}
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            for a in n.names:
+                out[a.asname or a.name.split(".")[0]] = a.name
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            for a in n.names:
+                sub = f"{n.module}.{a.name}"
+                out[a.asname or a.name] = sub if _is_submodule(sub) else n.module
+    return {name: m for name, m in out.items() if _project(m)}
+
+
+@functools.lru_cache(maxsize=None)
+def _is_submodule(name: str) -> bool:
+    """Whether `from package import name` names a module of a project package."""
+    parent = name.rpartition(".")[0]
+    if not _project(parent):
+        return False
+    spec = importlib.util.find_spec(parent)
+    return bool(spec and spec.submodule_search_locations
+                and importlib.util.find_spec(name) is not None)
+
+
+def module_closure(module: str) -> frozenset:
+    """The module and every project module it imports, anywhere in it, transitively."""
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(_imported(_tree(m)).values())
+    return frozenset(seen)
+
+
+def stage_code(fn: Callable) -> tuple[list[str], set[str]]:
+    """(syntax trees of the stage function and of the definitions of its module it uses, directly
+    or through each other; the project modules it imports there or inside them)."""
+    tree = _tree(fn.__module__)
+    defs = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                if isinstance(t, ast.Name):
+                    defs[t.id] = node
+    top_imports = _imported(ast.Module(body=[n for n in tree.body
+                                            if isinstance(n, (ast.Import, ast.ImportFrom))],
+                                      type_ignores=[]))
+    used, modules, todo = {}, set(), [fn.__name__]
+    while todo:
+        name = todo.pop()
+        if name in used or name not in defs:
+            continue
+        node = used[name] = defs[name]
+        modules.update(_imported(node).values())
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                todo.append(n.id)
+                if n.id in top_imports:
+                    modules.add(top_imports[n.id])
+    return [ast.dump(used[k]) for k in sorted(used)], modules
+
+
+def code_hash(stage) -> str:
+    """The code part of a stage's key: the syntax trees (so a comment or docstring edit changes
+    nothing, a changed constant does) of the stage function, what it uses of its own module, and
+    every project module it imports, transitively, plus any named in `stage.code`."""
+    trees, modules = stage_code(stage.fn)
+    closure = set().union(*(module_closure(m) for m in modules | set(stage.code)))
+    h = hashlib.sha256(f"{stage.fn.__module__}:{stage.fn.__name__}".encode())
+    for t in trees:
+        h.update(t.encode())
+    for module in sorted(closure):
+        h.update(module.encode() + b"\0" + ast.dump(_tree(module)).encode())
+    return h.hexdigest()[:16]
