@@ -40,8 +40,6 @@ app.command("detect")(detect_cmd)
 console = Console()
 
 
-
-
 # -------------------------------------------------------------------------------------- configs
 def load_config(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
     return config.load(exp, sets)

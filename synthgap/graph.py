@@ -74,7 +74,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                     deps["synthetic"] = source.format(b=b, s=seed)
                 add(dag.Stage(cells[-1], st.classify,
                               {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps))
-    if "gap" in cfg and mixtures - {"real"}:  # a real-only study has no synthetic source to measure
+    if mixtures - {"real"}:  # a real-only study has no synthetic source to measure
         add_gaps(add, stages, cfg)
     renders = [n for n in stages
                if n.startswith(("render_", "refine/", "train_refiner/", "tone/", "gap/"))]
@@ -112,7 +112,7 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
         raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
                         "noise input, so without it every variant is the same image")
     from gan.networks import HEADS
-    if ref.get("head", "black") not in HEADS:
+    if ref["head"] not in HEADS:
         raise UserError(f"refiner.head {ref['head']!r} is not a head; choose one of "
                         f"{', '.join(HEADS)}")
     add_oracle(add, cfg)
