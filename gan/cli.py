@@ -39,7 +39,8 @@ def train_refiner_cmd(
     from rich.progress import Progress
 
     from classifiers.digits import DEFAULTS as CLF, resolve_device, train_classifier
-    from gan.train import save_refiner, train_refiner
+    from gan.train import train_refiner
+    from gan.weights import save_refiner
 
     if out.suffix != ".safetensors":
         fail(f"--out {out} must end in .safetensors")
@@ -91,7 +92,8 @@ def refine_cmd(weights: Path = typer.Option(..., "--weights", help="A refiner .s
     import numpy as np
 
     from classifiers.digits import resolve_device
-    from gan.train import load_generator, refine
+    from gan.train import refine
+    from gan.weights import load_generator
 
     try:
         G = load_generator(weights)

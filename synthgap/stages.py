@@ -155,7 +155,8 @@ def train_refiner(params, inputs, out, ctx):
     from torch.utils.tensorboard import SummaryWriter
 
     from classifiers.digits import DEFAULTS, resolve_device, train_classifier
-    from gan.train import DEFAULTS as GAN, save_refiner, train_refiner as train
+    from gan.train import DEFAULTS as GAN, train_refiner as train
+    from gan.weights import save_refiner
 
     device = resolve_device(ctx.device)
     real = load_imageset(Path(inputs["budget"]) / "budget.npz")
@@ -207,7 +208,8 @@ def refine(params, inputs, out, ctx):
     """G applied to every font render (`variants` times, each with its own noise); the oracle's
     label retention on the refined images."""
     from classifiers.digits import resolve_device
-    from gan.train import load_generator, refine as apply
+    from gan.train import refine as apply
+    from gan.weights import load_generator
 
     device = resolve_device(ctx.device)
     fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
@@ -281,12 +283,11 @@ def report(params, inputs, out, ctx):
                      "n_synthetic": m["n_synthetic"], "steps": m["steps"],
                      "synthetic_fraction": p.get("synthetic_fraction",
                                                  0.0 if p["mixture"] == "real" else 1.0)})
-    grids = {"real": load_imageset(Path(inputs["split"]) / "pool.npz").images[:64]}
-    for name, folder in inputs.items():
-        for file in ("fonts.npz", "composites.npz", "refined.npz", "tone.npz"):
-            if (Path(folder) / file).is_file():
-                s = load_imageset(Path(folder) / file)
-                grids[s.meta["source"]] = s.images[:64]
+    grids = {"real": load_imageset(Path(inputs["split"]) / OUTS["split"][0]).images[:64]}
+    for name, folder in inputs.items():  # a sample of every source of synthetic images
+        if name.startswith(("render_", "refine/", "tone/")):
+            s = load_imageset(Path(folder) / OUTS[name.split("/")[0]][0])
+            grids.setdefault(s.meta["source"], s.images[:64])
     refiners, tones = {}, {}  # budget -> metrics of the first seed's refine / tone stage
     histories = {}  # train_refiner stage -> its loss history
     for name, folder in inputs.items():

@@ -6,8 +6,8 @@ import torch
 
 from gan.diffaugment import OPS, diff_augment
 from gan.networks import HEADS, discriminator, generator
-from gan.train import (DEFAULTS, ImagePool, load_generator, make_nets, refine, save_refiner,
-                       to_signed, train_refiner)
+from gan.train import DEFAULTS, ImagePool, make_nets, refine, to_signed, train_refiner
+from gan.weights import load_generator, save_refiner
 
 TINY = {"batch_size": 8, "width": 4, "blocks": 1, "d_width": 8, "sem_steps": 5, "log_every": 1,
         "conditional": False, "holdout": 4}
