@@ -50,7 +50,26 @@ def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:
         return torch.fft.fftshift(torch.log1p(torch.fft.fft2(x).abs()), dim=(-2, -1))
     if kind == "grey":  # each image's pixel values sorted: its grey-level distribution, no shape
         return x.flatten(2).sort(-1).values.reshape(x.shape)
-    raise ValueError(f"unknown detector input {kind!r}; use pixel, fourier or grey")
+    if kind == "spectrum1d":
+        return spectrum1d(x)
+    raise ValueError(f"unknown detector input {kind!r}; use one of {', '.join(KINDS)}")
+
+
+KINDS = ("pixel", "fourier", "grey", "spectrum1d")
+
+
+def spectrum1d(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] in [0, 1] -> [N, R]: the azimuthal average of the log power spectrum (channels
+    averaged), one value per integer radius up to min(H, W) // 2 (Durall et al. 2020): up-sampling
+    leaves its trace at the high radii."""
+    power = torch.log1p(torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs() ** 2).mean(1)
+    h, w = power.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    radius = (yy ** 2 + xx ** 2).float().sqrt().round().long().flatten()
+    keep = radius <= min(h, w) // 2
+    r = radius[keep]
+    sums = torch.zeros(len(x), int(r.max()) + 1).index_add_(1, r, power.flatten(1)[:, keep])
+    return sums / torch.bincount(r).float()
 
 
 def make_detector(channels: int, width: int, bias: bool = True) -> nn.Sequential:
@@ -64,6 +83,73 @@ def make_detector(channels: int, width: int, bias: bool = True) -> nn.Sequential
     if bias:
         layers.append(nn.Linear(4 * width, 1))
     return nn.Sequential(*layers)
+
+
+ARCHS = ("small", "resnet18", "resnet50")
+
+
+def make_net(x: torch.Tensor, arch: str, width: int) -> nn.Module:
+    """The detector for inputs like `x`: a small MLP for vectors (spectrum1d), else `arch`: the
+    small CNN or a torchvision ResNet (trained from scratch; first layer for the input's channels,
+    one logit)."""
+    if x.dim() == 2:
+        return nn.Sequential(nn.Linear(x.shape[1], 4 * width), nn.ReLU(), nn.Linear(4 * width, 1))
+    if arch == "small":
+        return make_detector(x.shape[1], width)
+    if arch not in ARCHS:
+        raise ValueError(f"unknown detector arch {arch!r}; use one of {', '.join(ARCHS)}")
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=1)
+    if x.shape[1] != 3:
+        net.conv1 = nn.Conv2d(x.shape[1], 64, 7, stride=2, padding=3, bias=False)
+    return net
+
+
+def start_from(net: nn.Module, path) -> int:
+    """Load the tensors of a safetensors file (e.g. ImageNet weights converted once) whose names
+    and shapes fit `net` (a new head or first layer keeps its initialisation); return how many."""
+    from safetensors.torch import load_file
+
+    own = net.state_dict()
+    given = load_file(str(path))
+    fit = {k: v for k, v in given.items() if k in own and own[k].shape == v.shape}
+    if not fit:
+        raise ValueError(f"{path}: no tensor fits the detector (names and shapes of a torchvision "
+                         "ResNet state_dict are expected)")
+    net.load_state_dict(fit, strict=False)
+    return len(fit)
+
+
+def fit_scores(x_train: torch.Tensor, y_train: torch.Tensor, evals: list[torch.Tensor], cfg: dict,
+               seed: int, device: torch.device, progress=None, arch: str = "small"):
+    """Standardise on the training inputs, train a detector (BCE, real 0, synthetic 1) and score
+    every tensor of `evals`; returns (net, [scores], (mean, std))."""
+    mean, std = x_train.mean(0, keepdim=True), x_train.std(0, keepdim=True) + 1e-6
+    x_train, *evals = [(t - mean) / std for t in (x_train, *evals)]
+    torch.manual_seed(seed)
+    net = make_net(x_train, arch, cfg["width"])
+    if cfg.get("init"):
+        start_from(net, cfg["init"])
+    net = train_net(net, lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t),
+                    x_train, y_train, cfg, seed, device, progress)
+    return net, [scores_of(net, e, device)[:, 0] for e in evals], (mean, std)
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision of the positives (label 1) ranked by score, ties broken pessimistically."""
+    order = np.lexsort((-np.asarray(labels), -np.asarray(scores, np.float64)))
+    hits = np.asarray(labels)[order] == 1
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean()) if hits.any() else float("nan")
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The score threshold (call above it synthetic) with the highest accuracy on these scores."""
+    cands = np.unique(scores)
+    accs = [((scores > t) == (labels == 1)).mean() for t in cands]
+    i = int(np.argmax(accs))
+    return float((cands[i] + cands[min(i + 1, len(cands) - 1)]) / 2)
 
 
 def auc_delong(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
@@ -96,11 +182,6 @@ def binomial_p(correct: int, n: int) -> float:
 def halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     idx = rng.permutation(n)
     return idx[: n // 2], idx[n // 2:]
-
-
-def standardise(train: torch.Tensor, *others: torch.Tensor):
-    mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True) + 1e-6
-    return [(t - mean) / std for t in (train, *others)]
 
 
 def train_net(net, loss_fn, x: torch.Tensor, y: torch.Tensor | None, cfg: dict, seed: int,
@@ -143,12 +224,7 @@ def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel", cfg: dict
     x = to_input(np.concatenate([real, synthetic]), kind, cfg["max_side"])
     y = torch.cat([torch.zeros(n), torch.ones(n)])
     train_idx, test_idx = np.concatenate([ra, n + sa]), np.concatenate([rb, n + sb])
-    x_train, x_test = standardise(x[train_idx], x[test_idx])
-    torch.manual_seed(seed)
-    net = make_detector(x.shape[1], cfg["width"])
-    net = train_net(net, lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t),
-                    x_train, y[train_idx], cfg, seed, device, progress)
-    s = scores_of(net, x_test, device)[:, 0]
+    _, (s,), _ = fit_scores(x[train_idx], y[train_idx], [x[test_idx]], cfg, seed, device, progress)
     labels = y[test_idx].numpy()
     auc, low, high = auc_delong(s, labels)
     correct = int(((s > 0) == (labels == 1)).sum())
@@ -159,8 +235,9 @@ def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel", cfg: dict
 
 def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarray,
               cfg: dict | None = None, seed: int = 0, device: torch.device = torch.device("cpu"),
-              progress=None) -> dict:
-    """One-class Deep SVDD trained on real images only; AUC of distance, real_test vs synthetic."""
+              progress=None, with_scores: bool = False) -> dict:
+    """One-class Deep SVDD trained on real images only; AUC of distance, real_test vs synthetic
+    (and, `with_scores`, the distances of each side as "scores")."""
     cfg = {**DEFAULTS, **(cfg or {})}
     rng = np.random.default_rng(seed)
     real_test, synthetic = balanced(real_test, synthetic, rng)
@@ -180,6 +257,9 @@ def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarr
     auc, low, high = auc_delong(dist, labels)
     threshold = np.median(dist)  # balanced sets: call the farther half synthetic
     correct = int(((dist > threshold) == (labels == 1)).sum())
-    return {"instrument": "svdd", "auc": auc, "auc_ci_low": low, "auc_ci_high": high,
-            "accuracy": correct / len(labels), "p_value": binomial_p(correct, len(labels)),
-            "n_test": len(labels)}
+    row = {"instrument": "svdd", "auc": auc, "auc_ci_low": low, "auc_ci_high": high,
+           "accuracy": correct / len(labels), "p_value": binomial_p(correct, len(labels)),
+           "n_test": len(labels)}
+    if with_scores:
+        row["scores"] = (dist[:len(real_test)], dist[len(real_test):])
+    return row

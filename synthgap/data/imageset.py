@@ -58,9 +58,9 @@ def load_imageset(path: Path) -> ImageSet:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def read_folder(folder: Path, mode: str) -> np.ndarray:
-    """All images of a folder as uint8 [N, C, H, W] (mode "RGBA", "RGB" or "L"; "auto": L when
-    every image is grayscale, else RGB); one size only."""
+def read_files(folder: Path, mode: str) -> tuple[list[Path], list[np.ndarray]]:
+    """The image files of a folder, sorted, and each image as uint8 [H, W, C] (mode "RGBA", "RGB"
+    or "L"; "auto": L when every image is grayscale, else RGB); sizes may differ."""
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
@@ -81,6 +81,12 @@ def read_folder(folder: Path, mode: str) -> np.ndarray:
         out.append(a[..., None] if a.ndim == 2 else a)
     if mode == "auto" and len({a.shape[2] for a in out}) > 1:
         out = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in out]
+    return files, out
+
+
+def read_folder(folder: Path, mode: str) -> np.ndarray:
+    """All images of a folder as uint8 [N, C, H, W] (see `read_files`); one size only."""
+    _, out = read_files(folder, mode)
     sizes = {a.shape for a in out}
     if len(sizes) > 1:
         raise ValueError(f"{folder}: images of different sizes {sorted(sizes)[:3]}; resize them "
