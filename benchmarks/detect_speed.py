@@ -70,7 +70,7 @@ def main() -> None:
             seconds = time.time() - start
             if proc.returncode:
                 sys.exit(proc.stderr)
-            aucs = re.findall(r"(c2st-\S+|svdd)\s+\S+\s+([0-9.]+)", proc.stdout)
+            aucs = re.findall(r"│\s*(c2st-\S+|svdd)\s*│[^│]*│\s*([0-9.]+)", proc.stdout)
             print(f"{arch}, {n_steps} steps, {args.n} images a side: {seconds:.0f} s; AUC "
                   + ", ".join(f"{k} {v}" for k, v in aucs), flush=True)
 

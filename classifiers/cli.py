@@ -15,9 +15,10 @@ SAVED = "detector-{kind}.safetensors"
 
 
 def detect_cmd(
+        more: Optional[List[Path]] = typer.Argument(None, help="More synthetic sets: --synthetic S1 S2 S3 tests the detector trained on S1 on each.", show_default=False),
         real: Optional[Path] = typer.Option(None, "--real", help="Real images: a folder (any sizes, RGB or grayscale) or an ImageSet .npz."),
         synthetic: Optional[List[Path]] = typer.Option(None, "--synthetic", help="Synthetic images (folder or .npz). Repeat it: the detector trains on the first set and is tested on every one."),
-        kind: Optional[List[str]] = typer.Option(None, "--kind", help=f"Detector input, repeatable: {', '.join(KINDS)} (default: pixel, fourier, spectrum1d)."),
+        kind: Optional[List[str]] = typer.Option(None, "--kind", help=f"Detector input, repeatable: {', '.join(KINDS)} (default: pixel and spectrum1d)."),
         arch: str = typer.Option("small", "--arch", help=f"Backbone for image inputs: {', '.join(ARCHS)} (trained from scratch)."),
         crop: int = typer.Option(64, "--crop", min=8, help="Detector input side: larger images are cropped to it, never resized (unless --resize)."),
         crops: int = typer.Option(4, "--crops", min=1, help="Random crops per training image."),
@@ -32,8 +33,8 @@ def detect_cmd(
         images: Optional[Path] = typer.Option(None, "--images", help="With --weights: the images to score."),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")):
-    """How well can real be told from synthetic? Classifier two-sample tests on pixels, Fourier
-    log-magnitude and the azimuthal power spectrum (spectrum1d), trained on crops at native
+    """How well can real be told from synthetic? Classifier two-sample tests on pixels and on the
+    azimuthal power spectrum (spectrum1d; --kind adds fourier and grey) and a Deep SVDD, trained on crops at native
     resolution; AUC with its DeLong interval, average precision, accuracy at 0.5 and at a threshold
     chosen on a validation split. AUC 0.5 means no detectable gap."""
     from classifiers.digits import resolve_device
@@ -45,11 +46,12 @@ def detect_cmd(
         if weights is not None and not (weights.is_file() and weights.suffix == ".safetensors"):
             raise ValueError(f"--weights {weights}: give a folder of saved detectors or a "
                              ".safetensors file of backbone weights")
+        synthetic = [*(synthetic or []), *(more or [])]
         if real is None or not synthetic:
             raise ValueError("give --real and at least one --synthetic (or --weights and --images)")
         if test_crop not in ("centre", "grid"):
             raise ValueError(f"--test-crop {test_crop!r}: use centre or grid")
-        kinds = kind or ["pixel", "fourier", "spectrum1d"]
+        kinds = kind or ["pixel", "spectrum1d"]
         bad = [k for k in kinds if k not in KINDS]
         if bad or arch not in ARCHS:
             raise ValueError(f"unknown --kind {bad} or --arch {arch!r}; kinds: {', '.join(KINDS)}; "

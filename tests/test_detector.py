@@ -108,7 +108,7 @@ def test_detect_on_folders_of_any_size(tmp_path):
     write_pngs(tmp_path / "fake", big, "RGB")
     proc = detect("--real", tmp_path / "real", "--synthetic", tmp_path / "fake", "--steps", 40)
     assert proc.returncode == 0, proc.stderr
-    assert "c2st-pixel" in proc.stdout and "c2st-fourier" in proc.stdout and "svdd" in proc.stdout
+    assert "c2st-pixel" in proc.stdout and "c2st-spectrum1d" in proc.stdout and "svdd" in proc.stdout
 
 
 @pytest.mark.parametrize("problem", ["empty", "few", "unreadable", "missing"])
