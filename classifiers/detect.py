@@ -82,14 +82,12 @@ def test_crops(images: np.ndarray, size: int, mode: str) -> np.ndarray:
 def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Area down-sizing so the longer side is `size` (only when the user asks: it erases traces)."""
     import torch
-    import torch.nn.functional as F
 
-    h, w = images.shape[-2:]
-    if max(h, w) <= size:
+    from classifiers.detector import shrink
+
+    if max(images.shape[-2:]) <= size:
         return images
-    k = size / max(h, w)
-    x = F.interpolate(torch.as_tensor(images).float(), size=(max(1, round(h * k)), max(1, round(w * k))),
-                      mode="area")
+    x = shrink(torch.as_tensor(images).float(), size)
     return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -138,15 +136,12 @@ def views(images: np.ndarray, cfg: dict, train: bool, rng: np.random.Generator) 
 
 
 def metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    from classifiers.detector import auc_delong, average_precision, binomial_p
+    """score_metrics (at logit 0, i.e. 0.5), average precision and the accuracy at `threshold`."""
+    from classifiers.detector import average_precision, score_metrics
 
-    auc, low, high = auc_delong(scores, labels)
-    correct = int(((scores > 0) == (labels == 1)).sum())
-    return {"auc": auc, "auc_ci_low": low, "auc_ci_high": high,
-            "ap": average_precision(scores, labels), "accuracy": correct / len(labels),
+    return {**score_metrics(scores, labels), "ap": average_precision(scores, labels),
             "threshold": threshold,
-            "accuracy_at_threshold": float(((scores > threshold) == (labels == 1)).mean()),
-            "p_value": binomial_p(correct, len(labels)), "n_test": len(labels)}
+            "accuracy_at_threshold": float(((scores > threshold) == (labels == 1)).mean())}
 
 
 def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg: dict, seed: int,
@@ -166,23 +161,21 @@ def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg:
     r_train, r_val, r_test = real[r[val:half]], real[r[:val]], real[r[half:]]
     s_train, s_val, s_test = synthetic[0][s[val:half]], synthetic[0][s[:val]], synthetic[0][s[half:]]
     tests = [s_test] + [x[rng.permutation(len(x))[:len(r_test)]] for x in synthetic[1:]]
+    # what the detectors see, drawn once for every kind: augmented training crops, fixed test crops
+    aug = (cfg.get("blur_jpeg_prob", 0.0), cfg.get("flip", False))
+    train = [blur_jpeg_flip(views(a, cfg, True, rng), *aug, rng) for a in (r_train, s_train)]
+    evals = [views(a, cfg, False, rng) for a in (r_val, s_val, r_test, *tests)]  # [N, K, ...]
+    y = torch.cat([torch.zeros(len(train[0])), torch.ones(len(train[1]))])
     rows, kept = [], {}
     for kind in kinds:
-        def inputs(images, train):
-            v = views(images, cfg, train, rng)
-            if train:
-                v = blur_jpeg_flip(v, cfg.get("blur_jpeg_prob", 0.0), cfg.get("flip", False), rng)
-            x = to_input(v if train else v.reshape(-1, *v.shape[2:]), kind, max_side=10 ** 9)
-            return x, (1 if train else v.shape[1])
+        def inputs(v):
+            return to_input(v, kind, max_side=10 ** 9)
 
-        xr, _ = inputs(r_train, True)
-        xs, _ = inputs(s_train, True)
-        evals = [inputs(a, False) for a in (r_val, s_val, r_test, *tests)]
-        y = torch.cat([torch.zeros(len(xr)), torch.ones(len(xs))])
-        net, scores, (mean, std) = fit_scores(torch.cat([xr, xs]), y, [e[0] for e in evals], cfg,
-                                              seed, device, progress, cfg["arch"])
+        net, scores, (mean, std) = fit_scores(
+            inputs(np.concatenate(train)), y, [inputs(e.reshape(-1, *e.shape[2:])) for e in evals],
+            cfg, seed, device, progress, cfg["arch"])
         # one score per image: the mean over its crops
-        scores = [sc.reshape(-1, k).mean(1) for sc, (_, k) in zip(scores, evals)]
+        scores = [sc.reshape(len(e), -1).mean(1) for sc, e in zip(scores, evals)]
         threshold = best_threshold(np.r_[scores[0], scores[1]],
                                    np.r_[np.zeros(len(scores[0])), np.ones(len(scores[1]))])
         for j, sc in enumerate(scores[3:]):
@@ -192,10 +185,8 @@ def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg:
                          "scores": (scores[2], sc)})
         kept[kind] = (net.cpu(), mean, std, threshold)
     # Deep SVDD learns from the real training crops alone; tested on each set's first test crop
-    real_train = views(r_train, cfg, True, rng)
-    for j, t in enumerate(tests):
-        row = deep_svdd(real_train, views(r_test, cfg, False, rng)[:, 0],
-                        views(t, cfg, False, rng)[:, 0], cfg, seed, device, progress,
+    for j in range(len(tests)):
+        row = deep_svdd(train[0], evals[2][:, 0], evals[3 + j][:, 0], cfg, seed, device, progress,
                         with_scores=True)
         dist = np.r_[row["scores"]]
         labels = np.r_[np.zeros(len(row["scores"][0])), np.ones(len(row["scores"][1]))]

@@ -39,11 +39,7 @@ DEFAULTS = {k: v for k, v in asdict(GapConfig()).items() if k not in ("samples",
 def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:
     """uint8 [N, C, H, W] -> float: pixels in [0, 1], or the centred log(1 + |FFT2|) per channel.
     Images with a side over max_side are resized down (area) so any size trains on a CPU."""
-    x = torch.as_tensor(images).float() / 255
-    if max(x.shape[-2:]) > max_side:
-        k = max_side / max(x.shape[-2:])
-        x = F.interpolate(x, size=(max(1, round(x.shape[-2] * k)), max(1, round(x.shape[-1] * k))),
-                          mode="area")
+    x = shrink(torch.as_tensor(images).float() / 255, max_side)
     if kind == "pixel":
         return x
     if kind == "fourier":
@@ -56,6 +52,15 @@ def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:
 
 
 KINDS = ("pixel", "fourier", "grey", "spectrum1d")
+
+
+def shrink(x: torch.Tensor, max_side: int) -> torch.Tensor:
+    """Float images [N, C, H, W] resized down (area) so the longer side is at most `max_side`."""
+    if max(x.shape[-2:]) <= max_side:
+        return x
+    k = max_side / max(x.shape[-2:])
+    return F.interpolate(x, size=(max(1, round(x.shape[-2] * k)), max(1, round(x.shape[-1] * k))),
+                         mode="area")
 
 
 def spectrum1d(x: torch.Tensor) -> torch.Tensor:
@@ -147,8 +152,11 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The score threshold (call above it synthetic) with the highest accuracy on these scores."""
     cands = np.unique(scores)
-    accs = [((scores > t) == (labels == 1)).mean() for t in cands]
-    i = int(np.argmax(accs))
+    # right of each candidate: real images at or below it are right, synthetic ones above it
+    real_right = np.searchsorted(np.sort(scores[labels == 0]), cands, "right")
+    syn = np.sort(scores[labels == 1])
+    syn_right = len(syn) - np.searchsorted(syn, cands, "right")
+    i = int(np.argmax(real_right + syn_right))
     return float((cands[i] + cands[min(i + 1, len(cands) - 1)]) / 2)
 
 
@@ -166,6 +174,15 @@ def auc_delong(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, fl
     auc = float(v10.mean())
     se = math.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
     return auc, max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se)
+
+
+def score_metrics(scores: np.ndarray, labels: np.ndarray, cut: float = 0.0) -> dict:
+    """AUC with its DeLong interval, and the accuracy of calling a score above `cut` synthetic
+    with its one-sided binomial p-value against 0.5."""
+    auc, low, high = auc_delong(scores, labels)
+    correct = int(((scores > cut) == (labels == 1)).sum())
+    return {"auc": auc, "auc_ci_low": low, "auc_ci_high": high, "accuracy": correct / len(labels),
+            "p_value": binomial_p(correct, len(labels)), "n_test": len(labels)}
 
 
 def binomial_p(correct: int, n: int) -> float:
@@ -226,11 +243,7 @@ def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel", cfg: dict
     train_idx, test_idx = np.concatenate([ra, n + sa]), np.concatenate([rb, n + sb])
     _, (s,), _ = fit_scores(x[train_idx], y[train_idx], [x[test_idx]], cfg, seed, device, progress)
     labels = y[test_idx].numpy()
-    auc, low, high = auc_delong(s, labels)
-    correct = int(((s > 0) == (labels == 1)).sum())
-    return {"instrument": f"c2st-{kind}", "auc": auc, "auc_ci_low": low, "auc_ci_high": high,
-            "accuracy": correct / len(labels), "p_value": binomial_p(correct, len(labels)),
-            "n_test": len(labels)}
+    return {"instrument": f"c2st-{kind}", **score_metrics(s, labels)}
 
 
 def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarray,
@@ -254,12 +267,8 @@ def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarr
                     device, progress)
     dist = ((torch.as_tensor(scores_of(net, x_test, device)) - c.cpu()) ** 2).sum(1).numpy()
     labels = np.r_[np.zeros(len(real_test)), np.ones(len(synthetic))]
-    auc, low, high = auc_delong(dist, labels)
-    threshold = np.median(dist)  # balanced sets: call the farther half synthetic
-    correct = int(((dist > threshold) == (labels == 1)).sum())
-    row = {"instrument": "svdd", "auc": auc, "auc_ci_low": low, "auc_ci_high": high,
-           "accuracy": correct / len(labels), "p_value": binomial_p(correct, len(labels)),
-           "n_test": len(labels)}
+    # balanced sets: call the farther half synthetic
+    row = {"instrument": "svdd", **score_metrics(dist, labels, np.median(dist))}
     if with_scores:
         row["scores"] = (dist[:len(real_test)], dist[len(real_test):])
     return row

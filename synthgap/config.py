@@ -84,7 +84,7 @@ def check_section(cls, values: dict, origin: dict, section: str) -> dict:
     valid = hints(cls)
     out = {}
     for key, value in values.items():
-        file = origin.get(key, "--set")
+        file = origin[key]
         if key not in valid:
             raise UserError(f"{file}: [{section}] unknown key {key!r}; {nearest(key, valid)}"
                             f"valid keys: {', '.join(sorted(valid))}")
@@ -120,10 +120,6 @@ def apply_sets(values: dict, cls, sets, prefix: str = "") -> dict:
                             f"valid keys: {', '.join(prefix + k for k in sorted(valid))}")
         values[key] = checked(parse_value(text, valid[key]), valid[key], f"--set {prefix}{key}")
     return values
-
-
-def defaults(cls) -> dict:
-    return asdict(cls())
 
 
 # ---------------------------------------------------------------------------------- files
@@ -200,12 +196,9 @@ def load(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
     for section, cls in valid.items():
         where = {k: f for (s, k), f in origin.items() if s == section}
         given = check_section(cls, raw.get(section, {}), where, section)
-        if section == "oracle":  # only what differs from the cells' classifier
-            cfg[section] = apply_sets({**ORACLE_DEFAULTS, **given}, cls,
-                                      by_section.get(section), "oracle.")
-        else:
-            cfg[section] = apply_sets({**defaults(cls), **given}, cls, by_section.get(section),
-                                      f"{section}.")
+        # [oracle] holds only what differs from the cells' classifier
+        base = dict(ORACLE_DEFAULTS) if section == "oracle" else asdict(cls())
+        cfg[section] = apply_sets({**base, **given}, cls, by_section.get(section), f"{section}.")
     return path.stem, cfg
 
 

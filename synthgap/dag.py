@@ -2,7 +2,8 @@
 
 A stage is a function `fn(params, inputs, out, ctx) -> metrics` that writes its files into the folder
 `out`. Its cache key hashes its kind, its canonical params, the keys of its upstream stages and the
-code it runs (syntax trees of the stage function and the project modules it imports); an output folder `cache/<kind>/<key>/` holding `meta.json` is done.
+code it runs (syntax trees of the stage function and the project modules it imports); an output
+folder `cache/<kind>/<key>/` holding `meta.json` is done.
 Outputs are built in `cache/<kind>/.tmp-<key>/`, `meta.json` is written last and the folder is
 renamed into place, so an interrupted stage never looks done. A lock file per key (`flock`, released
 by the kernel when a process dies) keeps two runs from building one output at the same time and
@@ -142,7 +143,8 @@ def needed(stages: dict[str, Stage], only: list[str] | None) -> list[str]:
 
 
 def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list[dict]:
-    """One row per stage to consider: name, key, run (bool) and reason."""
+    """One row per stage to consider: name, key, run (bool), reason, and rebuild (bool: run even
+    where an output is in place, because it is forced or damaged or its input is rebuilt)."""
     keys = compute_keys(stages)
     previous = ws.last_runs()
     rows, damaged = [], set()
@@ -150,6 +152,7 @@ def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list
         s, info = stages[name], keys[name]
         forced = any(fnmatch.fnmatchcase(name, g) for g in force or [])
         hurt = sorted(d for d in s.deps.values() if d in damaged)
+        rebuild = forced
         if forced:
             run, reason = True, "forced"
         elif ws.is_done(s.kind, info["key"]):
@@ -159,9 +162,11 @@ def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list
                 run, reason = True, f"upstream damaged: {', '.join(hurt[:3])}"
             if run:
                 damaged.add(name)
+                rebuild = True
         else:
             run, reason = True, why(s, info, previous.get(name))
-        rows.append({"name": name, "key": info["key"], "run": run, "reason": reason, **info})
+        rows.append({"name": name, "key": info["key"], "run": run, "reason": reason,
+                     "rebuild": rebuild, **info})
     if force and not any(r["reason"] == "forced" for r in rows):
         raise ValueError(f"--force {' '.join(force)} matches no stage; `pipeline dag` lists them")
     return rows
@@ -175,9 +180,9 @@ def versions() -> dict:
     return out
 
 
-def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context,
-            force: bool) -> dict:
-    """Build one stage's output under its lock; return its meta (maybe another run's)."""
+def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context) -> dict:
+    """Build one stage's output under its lock; return its meta (maybe another run's, unless the
+    row asks to rebuild)."""
     ws = Workspace(Path(ws_root))
     kind, key = stage.kind, row["key"]
     out = ws.out(kind, key)
@@ -185,8 +190,7 @@ def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context,
         import torch
         torch.set_num_threads(ctx.threads)
     with ws.stage_lock(kind, key, on_wait=lambda: ctx.report(0, 1, "waiting for another run")):
-        if ws.is_done(kind, key) and not force and not row["reason"].startswith(
-                ("output damaged", "upstream damaged")) and not ws.damaged(kind, key):
+        if ws.is_done(kind, key) and not row["rebuild"]:
             return ws.meta(kind, key)
         tmp, old = out.with_name(f".tmp-{key}"), out.with_name(f".old-{key}")
         for leftover in (tmp, old):
@@ -315,8 +319,7 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
             show(name, 0, 1)
             local = Context(ctx.device, ctx.data_dir, functools.partial(show, name), ctx.threads)
             try:
-                meta = execute(stages[name], r, inputs(name), str(ws.root), local,
-                               r["reason"] == "forced")
+                meta = execute(stages[name], r, inputs(name), str(ws.root), local)
             except Exception as exc:
                 raise failed(name, exc) from exc
             complete(name, meta)
@@ -359,7 +362,7 @@ def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, faile
                         local = Context(ctx.device, ctx.data_dir,
                                         QueueProgress(events, r["name"]), threads)
                         fut = pool.submit(execute, stages[r["name"]], r, inputs(r["name"]),
-                                          str(ws.root), local, r["reason"] == "forced")
+                                          str(ws.root), local)
                         running[fut] = r["name"]
                         show(r["name"], 0, 1)
             elif not running:
