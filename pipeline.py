@@ -89,6 +89,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Format(str, Enum):
     text = "text"
     mermaid = "mermaid"
@@ -122,7 +127,15 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         device: Device = typer.Option(Device.auto, "--device", help="auto picks CUDA when present."),
         workdir: Optional[Path] = WORKDIR,
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Another copy of MNIST's IDX files."),
-        variant: Optional[str] = NAME):
+        variant: Optional[str] = NAME,
+        executor: Executor = typer.Option(Executor.local, "--executor", help="local: --jobs "
+                                          "processes here; ray: Ray tasks (pip install -e "
+                                          "\".[ray]\"), one per stage, on this machine or the "
+                                          "cluster at --address."),
+        address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: "
+                                              "the cluster (auto: the one `ray start` began on "
+                                              "this machine; or HOST:PORT); none: Ray on this "
+                                              "machine alone.")):
     """Run an experiment: every stage whose output is not cached, then publish the report (into
     the workspace, or with --set into its variants/ folder). When stdout is not a terminal, one
     plain line per stage; every run appends those lines to <workdir>/run.log."""
@@ -146,6 +159,14 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
             table.add_row(r["name"], "run" if r["run"] else "skip", r["reason"])
         console.print(table)
         return
+    if address is not None and executor != Executor.ray:
+        fail(UserError("--address is for --executor ray"))
+    if todo and executor == Executor.ray:
+        from synthgap.cluster import import_ray
+        try:
+            import_ray()
+        except UserError as exc:
+            fail(exc)
     if todo and device == Device.cuda:
         import torch
         if not torch.cuda.is_available():
@@ -157,10 +178,12 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         console.print(f"cleaned {len(removed)} leftover(s) of an interrupted run")
     ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None)
     log = dag.RunLog(ws.root / "run.log", plain=not console.is_terminal)
-    log(f"run {name}: {len(todo)} of {len(rows)} stages to run, --jobs {jobs}, --device "
+    how = f"--jobs {jobs}" if executor == Executor.local else f"--executor ray ({address or 'local'})"
+    log(f"run {name}: {len(todo)} of {len(rows)} stages to run, {how}, --device "
         f"{device.value}" + (f", --set {' '.join(set_)}" if set_ else ""))
     try:
-        dag.run(stages, ws, ctx, rows, jobs=jobs, console=console, log=log, publish_to=dest)
+        dag.run(stages, ws, ctx, rows, jobs=jobs, console=console, log=log, publish_to=dest,
+                executor=executor.value, address=address, runner=cfg["runner"])
     except dag.StageError as exc:
         log(f"stopped: {exc}")
         fail(exc)
@@ -274,6 +297,51 @@ def show_config(exp: str = typer.Argument(..., help="Experiment name in configs/
         print(config.show(load_config(exp, set_)[1]), end="")
     except UserError as exc:
         fail(exc)
+
+
+@app.command()
+def bench(device: Device = typer.Option(Device.auto, "--device", help="auto picks CUDA when present."),
+          json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the figures "
+                                                   "here as JSON."),
+          markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Also write "
+                                                       "the table here as Markdown."),
+          repeats: int = typer.Option(3, "--repeats", min=3, help="Timed runs per figure.")):
+    """Measure, in one run on one device: font rendering (digits/s, one worker and all cores),
+    classifier training (steps/s and images/s, one cell and a group of cells at once), refiner
+    training and one gap detector (steps/s and images/s), each beside a reference loop in the
+    common style of public CycleGAN code (PNG files, a Dataset, a DataLoader with workers) and
+    with their ratio. Each figure is the median of --repeats runs after a warm-up, with its range;
+    sizes are set per device type (synthgap/bench.py)."""
+    import json
+
+    from classifiers.digits import resolve_device
+    from synthgap.bench import markdown, run_bench
+
+    try:
+        dev = resolve_device(device.value)
+    except RuntimeError as exc:
+        fail(UserError(str(exc)))
+    for flag, path in (("--json", json_path), ("--markdown", markdown_path)):
+        if path is not None and not path.parent.is_dir():
+            fail(UserError(f"{flag} {path}: folder {path.parent} does not exist"))
+    console.print(f"bench on {dev.type}; each figure: median of {repeats} runs (lowest-highest)",
+                  highlight=False)
+    result = run_bench(dev, repeats, log=lambda line: console.print(line, highlight=False))
+    table = Table(title=f"pipeline bench: {result['device']}, torch {result['torch']}, "
+                        f"{result['threads']} threads")
+    for col in ("part", "loop", "median", "range", "unit"):
+        table.add_column(col, justify="right" if col in ("median", "range") else "left")
+    for r in result["rows"]:
+        spread = f"{r['low']:.1f} – {r['high']:.1f}" if r["low"] is not None else ""
+        table.add_row(r["part"], r["loop"], f"{r['median']:.2f}", spread, r["unit"])
+    console.print(table)
+    for path, text in ((json_path, json.dumps(result, indent=2) + "\n"),
+                       (markdown_path, markdown(result))):
+        if path is not None:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+            console.print(f"written: {path}", highlight=False)
 
 
 @app.command("report")

@@ -90,6 +90,13 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor onto the device without waiting for the device (pinned, non-blocking)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class ImagePool:
     """A buffer of past generated images (size 50 in CycleGAN), with their labels. Until it is full,
     images go in and come straight back out; afterwards each image, with probability 1/2, is swapped
@@ -128,8 +135,8 @@ class ImagePool:
                 taken[j] = fill + i
         if not taken:
             return batch, labels
-        rows = torch.tensor(list(taken.values()), device=batch.device)
-        slot = torch.tensor(list(taken), device=batch.device)
+        rows = to_device(torch.tensor(list(taken.values())), batch.device)
+        slot = to_device(torch.tensor(list(taken)), batch.device)
         out, out_labels = batch.clone(), labels.clone()
         out[rows], out_labels[rows] = self.images[slot], self.labels[slot]
         self.images[slot], self.labels[slot] = batch[rows], labels[rows]
@@ -187,14 +194,19 @@ def smoothness(field: torch.Tensor) -> torch.Tensor:
 
 def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | None, cfg: dict,
                   seed: int, device: torch.device, progress=None, writer=None,
-                  classifier: nn.Module | None = None,
-                  real_labels: np.ndarray | None = None) -> tuple[dict[str, nn.Module], list[dict]]:
+                  classifier: nn.Module | None = None, real_labels: np.ndarray | None = None,
+                  batches=None) -> tuple[dict[str, nn.Module], list[dict]]:
     """Train the four networks on uint8 images real [Nr, C, H, W] and synthetic [Ns, C, H, W].
 
     `labels` (of the synthetic images) and `classifier` (frozen, [0, 1] input) enable the semantic
     consistency loss; without them λ_sem is ignored. A conditional discriminator needs `labels` and
     `real_labels`. Returns the networks (eval mode) and the history, one dict every `log_every`
     steps; `writer` (a SummaryWriter) also gets losses and grids.
+
+    The images live on the device and each batch is drawn there. `batches`, an iterator of CPU
+    batches (renders, their labels, real images, their labels; images in [-1, 1]), replaces that
+    draw: the reference data path of `pipeline bench` (PNG files through a DataLoader). On CUDA the
+    forward passes run in bf16 autocast (losses in float32).
     """
     cfg = {**DEFAULTS, **cfg}
     if real.shape[1:] != synthetic.shape[1:]:
@@ -203,6 +215,8 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     if cfg["conditional"] and (labels is None or real_labels is None):
         raise ValueError("a conditional discriminator needs labelled real and synthetic images; "
                          "give labelled ImageSets or set conditional=false")
+    if batches is not None and cfg["tone_first"]:
+        raise ValueError("given batches bypass the tone curve: set tone_first = false")
     unknown = [a for a in cfg["augment"] if a not in OPS]
     if unknown:
         raise ValueError(f"augment: unknown op(s) {unknown}; known: {', '.join(OPS)}")
@@ -243,36 +257,41 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         return lab if cfg["conditional"] else None
 
     G, Fn, D_real, D_syn = (nets[k] for k in NETS)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     lc, li = cfg["lambda_cycle"], cfg["lambda_cycle"] * cfg["lambda_identity"]
     history = []
     for step in range(cfg["steps"]):
-        i_syn = torch.randint(len(syn_t), (cfg["batch_size"],), generator=gen, device=device)
-        i_real = torch.randint(len(real_t), (cfg["batch_size"],), generator=gen, device=device)
-        x, y = to_signed(syn_t[i_syn]), to_signed(real_t[i_real])
-        lx, ly = lab_t[i_syn], rlab_t[i_real]
+        if batches is None:
+            i_syn = torch.randint(len(syn_t), (cfg["batch_size"],), generator=gen, device=device)
+            i_real = torch.randint(len(real_t), (cfg["batch_size"],), generator=gen, device=device)
+            x, y = to_signed(syn_t[i_syn]), to_signed(real_t[i_real])
+            lx, ly = lab_t[i_syn], rlab_t[i_real]
+        else:
+            x, lx, y, ly = (t.to(device, non_blocking=True) for t in next(batches))
 
         # generators
         D_real.requires_grad_(False)
         D_syn.requires_grad_(False)
-        z = G.noise_like(x, gen) if G.warp is not None else None
-        warped, field, fake_y = G.parts(x, z)
-        fake_x = Fn(y)
-        losses = {"gan_G": adversarial(D_real(aug(fake_y), cond(lx)), 1.0),
-                  "gan_F": adversarial(D_syn(aug(fake_x), cond(ly)), 1.0),
-                  "cycle": F.l1_loss(Fn(fake_y), warped) + F.l1_loss(G.appearance(fake_x), y)}
-        total = losses["gan_G"] + losses["gan_F"] + lc * losses["cycle"]
-        if li > 0:
-            losses["identity"] = F.l1_loss(G.appearance(y), y) + F.l1_loss(Fn(x), x)
-            total = total + li * losses["identity"]
-        if cfg["lambda_reg"] > 0:
-            losses["self_reg"] = F.l1_loss(fake_y, warped)
-            total = total + cfg["lambda_reg"] * losses["self_reg"]
-        if field is not None:
-            losses["smooth"] = smoothness(field)
-            total = total + cfg["lambda_smooth"] * losses["smooth"]
-        if use_sem:
-            losses["semantic"] = F.cross_entropy(classifier((fake_y + 1) / 2), lx)
-            total = total + cfg["lambda_sem"] * losses["semantic"]
+        with autocast:
+            z = G.noise_like(x, gen) if G.warp is not None else None
+            warped, field, fake_y = G.parts(x, z)
+            fake_x = Fn(y)
+            losses = {"gan_G": adversarial(D_real(aug(fake_y), cond(lx)), 1.0),
+                      "gan_F": adversarial(D_syn(aug(fake_x), cond(ly)), 1.0),
+                      "cycle": F.l1_loss(Fn(fake_y), warped) + F.l1_loss(G.appearance(fake_x), y)}
+            total = losses["gan_G"] + losses["gan_F"] + lc * losses["cycle"]
+            if li > 0:
+                losses["identity"] = F.l1_loss(G.appearance(y), y) + F.l1_loss(Fn(x), x)
+                total = total + li * losses["identity"]
+            if cfg["lambda_reg"] > 0:
+                losses["self_reg"] = F.l1_loss(fake_y, warped)
+                total = total + cfg["lambda_reg"] * losses["self_reg"]
+            if field is not None:
+                losses["smooth"] = smoothness(field)
+                total = total + cfg["lambda_smooth"] * losses["smooth"]
+            if use_sem:
+                losses["semantic"] = F.cross_entropy(classifier((fake_y + 1) / 2), lx)
+                total = total + cfg["lambda_sem"] * losses["semantic"]
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()
@@ -282,15 +301,16 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         D_syn.requires_grad_(True)
         old_y, old_lx = pools["real"].query(fake_y, lx)
         old_x, old_ly = pools["syn"].query(fake_x, ly)
-        losses["D_real"] = 0.5 * (adversarial(D_real(aug(y), cond(ly)), 1.0)
-                                  + adversarial(D_real(aug(old_y), cond(old_lx)), 0.0))
-        losses["D_syn"] = 0.5 * (adversarial(D_syn(aug(x), cond(lx)), 1.0)
-                                 + adversarial(D_syn(aug(old_x), cond(old_ly)), 0.0))
-        d_total = losses["D_real"] + losses["D_syn"]
-        if cfg["r1"] > 0:
-            losses["r1"] = (r1_penalty(D_real, aug(y), cond(ly))
-                            + r1_penalty(D_syn, aug(x), cond(lx)))
-            d_total = d_total + cfg["r1"] / 2 * losses["r1"]
+        with autocast:
+            losses["D_real"] = 0.5 * (adversarial(D_real(aug(y), cond(ly)), 1.0)
+                                      + adversarial(D_real(aug(old_y), cond(old_lx)), 0.0))
+            losses["D_syn"] = 0.5 * (adversarial(D_syn(aug(x), cond(lx)), 1.0)
+                                     + adversarial(D_syn(aug(old_x), cond(old_ly)), 0.0))
+            d_total = losses["D_real"] + losses["D_syn"]
+            if cfg["r1"] > 0:
+                losses["r1"] = (r1_penalty(D_real, aug(y), cond(ly))
+                                + r1_penalty(D_syn, aug(x), cond(lx)))
+                d_total = d_total + cfg["r1"] / 2 * losses["r1"]
         opt_d.zero_grad(set_to_none=True)
         d_total.backward()
         opt_d.step()

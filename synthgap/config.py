@@ -7,6 +7,7 @@ type is one line naming the file, the section and the key, never a silently igno
     [oracle]     classifier keys that differ for the evaluation-only classifier (default steps 3000)
     [fonts]      FontsConfig (renderers/fonts.py)     [composites] CompositesConfig (renderers/composite.py)
     [refiner]    RefinerConfig (gan/train.py)         [gap] GapConfig (classifiers/detector.py)
+    [runner]     RunnerConfig (here): how stages run, never part of a key
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class ExperimentConfig:
     split_seed: int = 0
 
 
+@dataclass
+class RunnerConfig:
+    """[runner]: how the stages are run; never part of a stage's key."""
+    ray_cpus: dict[str, float] = field(default_factory=dict)  # CPUs a Ray task asks for, by
+                                    # stage kind (e.g. {train_refiner = 2}); any other kind: 1
+    ray_gpus: float = 1.0           # GPUs a network stage asks for on a Ray cluster with GPUs
+    ray_retries: int = 2            # times Ray reruns a stage whose worker process died
+
+
 def sections() -> dict[str, type]:
     from classifiers.detector import GapConfig
     from classifiers.digits import ClassifierConfig
@@ -48,7 +58,7 @@ def sections() -> dict[str, type]:
 
     return {"experiment": ExperimentConfig, "classifier": ClassifierConfig,
             "oracle": ClassifierConfig, "fonts": FontsConfig, "composites": CompositesConfig,
-            "refiner": RefinerConfig, "gap": GapConfig}
+            "refiner": RefinerConfig, "gap": GapConfig, "runner": RunnerConfig}
 
 
 def nearest(word: str, choices) -> str:
@@ -59,15 +69,22 @@ def nearest(word: str, choices) -> str:
 def type_name(hint) -> str:
     if typing.get_origin(hint) is list:
         return f"list of {type_name(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is dict:
+        return f"a table of {type_name(typing.get_args(hint)[1])}s"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
 
 
 def checked(value, hint, where: str):
-    """`value` as the type `hint` (int, float, bool, str or a list of one of them), or UserError."""
+    """`value` as the type `hint` (int, float, bool, str, a list of one of them or a table of
+    them by name), or UserError."""
     if typing.get_origin(hint) is list:
         if isinstance(value, list):
             elem = typing.get_args(hint)[0]
             return [checked(v, elem, where) for v in value]
+    elif typing.get_origin(hint) is dict:
+        if isinstance(value, dict):
+            elem = typing.get_args(hint)[1]
+            return {k: checked(v, elem, f"{where}.{k}") for k, v in value.items()}
     elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
@@ -211,6 +228,8 @@ def show(cfg: dict) -> str:
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if isinstance(v, list):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
     return "\n".join(f"[{section}]\n" + "".join(f"{k} = {fmt(v)}\n" for k, v in values.items())

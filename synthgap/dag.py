@@ -21,7 +21,8 @@ import platform
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +40,10 @@ class Stage:
                                      # function imports (found by code_hash)
     publish: bool = False                       # copy its files into the workspace root after a run
     outs: tuple = ()                            # files it must write (checked before it is done)
+    group: tuple = ()                # names of the stages computed with it in one call (itself
+                                     # included): whenever one must run, all are computed, so a
+                                     # member's result never depends on which others were cached
+    group_fn: Callable | None = None  # group_fn([params], [inputs], [out], ctx) -> [metrics]
 
     @property
     def kind(self) -> str:
@@ -134,11 +139,11 @@ def needed(stages: dict[str, Stage], only: list[str] | None) -> list[str]:
     stack = [n for n in order if any(fnmatch.fnmatchcase(n, g) for g in only)]
     if not stack:
         raise ValueError(f"--only {' '.join(only)} matches no stage; `pipeline dag` lists them")
-    while stack:
+    while stack:  # a stage comes with its group, and everything they need
         n = stack.pop()
         if n not in keep:
             keep.add(n)
-            stack.extend(stages[n].deps.values())
+            stack.extend([*stages[n].deps.values(), *stages[n].group])
     return [n for n in order if n in keep]
 
 
@@ -183,37 +188,91 @@ def versions() -> dict:
 def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context) -> dict:
     """Build one stage's output under its lock; return its meta (maybe another run's, unless the
     row asks to rebuild)."""
+    return execute_group([stage], [row], [inputs], ws_root, ctx)[0]
+
+
+def execute_group(stages: list[Stage], rows: list[dict], inputs: list[dict], ws_root: str,
+                  ctx: Context) -> list[dict]:
+    """Build the outputs of stages computed in one call (a single stage, or a group sharing a
+    `group_fn`), each under its own lock, each folder renamed into place on its own. Every member
+    is computed; one already done (and not to be rebuilt) keeps its output. Return their metas."""
     ws = Workspace(Path(ws_root))
-    kind, key = stage.kind, row["key"]
-    out = ws.out(kind, key)
-    if ctx.threads:
-        import torch
-        torch.set_num_threads(ctx.threads)
-    with ws.stage_lock(kind, key, on_wait=lambda: ctx.report(0, 1, "waiting for another run")):
-        if ws.is_done(kind, key) and not row["rebuild"]:
-            return ws.meta(kind, key)
-        tmp, old = out.with_name(f".tmp-{key}"), out.with_name(f".old-{key}")
+    members = list(zip(stages, rows))
+    with ExitStack() as locks:
+        keep = lock_members(ws, members, locks, ctx)
+        if all(keep):
+            return [ws.meta(s.kind, r["key"]) for s, r in members]
+        tmps = begin_outputs(ws, members)
+        start = time.time()
+        results = compute(stages, inputs, tmps, ctx)
+        return finish_outputs(ws, members, tmps, results, keep, time.time() - start, ctx.device)
+
+
+def lock_members(ws: Workspace, members, locks: ExitStack, ctx: Context) -> list[bool]:
+    """Take every member's lock (in one order: no deadlock); which of them to keep as they are."""
+    for s, r in sorted(members, key=lambda m: m[0].name):
+        locks.enter_context(ws.stage_lock(s.kind, r["key"], on_wait=lambda: ctx.report(
+            0, 1, "waiting for another run")))
+    return [ws.is_done(s.kind, r["key"]) and not r["rebuild"] for s, r in members]
+
+
+def begin_outputs(ws: Workspace, members) -> list[Path]:
+    """A fresh `.tmp-<key>` folder per member, leftovers of a killed run removed."""
+    tmps = []
+    for s, r in members:
+        out = ws.out(s.kind, r["key"])
+        tmp, old = out.with_name(f".tmp-{r['key']}"), out.with_name(f".old-{r['key']}")
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
         tmp.mkdir(parents=True)
-        start = time.time()
-        metrics = stage.fn(stage.params, {k: str(v) for k, v in inputs.items()}, tmp, ctx) or {}
-        missing = [f for f in stage.outs if not (tmp / f).is_file()]
+        tmps.append(tmp)
+    return tmps
+
+
+def compute(stages: list[Stage], inputs: list[dict], outs: list[Path], ctx: Context) -> list[dict]:
+    """Run the stage's function (or the group's) with its outputs going into `outs`."""
+    if ctx.threads:
+        import torch
+        torch.set_num_threads(ctx.threads)
+    given = [{k: str(v) for k, v in i.items()} for i in inputs]
+    if len(stages) == 1:
+        return [stages[0].fn(stages[0].params, given[0], outs[0], ctx) or {}]
+    return stages[0].group_fn([s.params for s in stages], given, outs, ctx)
+
+
+def finish_outputs(ws: Workspace, members, tmps: list[Path], results: list[dict],
+                   keep: list[bool], seconds: float, device: str,
+                   extra: dict | None = None) -> list[dict]:
+    """Check each member's declared files, write its meta (with `extra`; `device` unless the
+    stage said which) and rename its folder into place; a kept member's new folder is dropped.
+    Return the metas."""
+    metas = []
+    for (s, r), tmp, metrics, kept in zip(members, tmps, results, keep):
+        if kept:
+            shutil.rmtree(tmp)
+            metas.append(ws.meta(s.kind, r["key"]))
+            continue
+        missing = [f for f in s.outs if not (tmp / f).is_file()]
         if missing:
-            raise RuntimeError(f"it did not write its declared output(s) {', '.join(missing)}")
-        meta = {"name": stage.name, "kind": kind, "key": key, "params": stage.params,
-                "code": row["code"], "upstream": row["upstream"], "deps": stage.deps,
-                "device": metrics.pop("device", ctx.device), "metrics": metrics,
-                "seconds": round(time.time() - start, 3), "versions": versions(),
-                "finished": time.time(), "outputs": record_outputs(tmp)}
+            raise RuntimeError(f"{s.name} did not write its declared output(s) "
+                               f"{', '.join(missing)}")
+        meta = {"name": s.name, "kind": s.kind, "key": r["key"], "params": s.params,
+                "code": r["code"], "upstream": r["upstream"], "deps": s.deps,
+                "device": metrics.pop("device", device), "metrics": metrics,
+                "seconds": round(seconds, 3), "versions": versions(), "finished": time.time(),
+                "outputs": record_outputs(tmp), **(extra or {})}
+        if len(members) > 1:
+            meta["group"] = [m[0].name for m in members]  # `seconds` is the whole group's
         write_json(tmp / META, meta)
+        out, old = ws.out(s.kind, r["key"]), tmp.with_name(f".old-{r['key']}")
         if out.exists():
             out.rename(old)
         tmp.rename(out)
         if old.exists():
             shutil.rmtree(old)
-        return meta
+        metas.append(meta)
+    return metas
 
 
 class QueueProgress:
@@ -262,10 +321,14 @@ def key_metric(meta: dict) -> str:
 
 
 def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict], jobs: int = 1,
-        console=None, log: RunLog | None = None, publish_to: Path | None = None) -> list[dict]:
+        console=None, log: RunLog | None = None, publish_to: Path | None = None,
+        executor: str = "local", address: str | None = None,
+        runner: dict | None = None) -> list[dict]:
     """Execute the rows of `plan` that must run, with rich progress bars on a terminal and plain
     lines (`log`) elsewhere; publishing stages copy their files to `publish_to` (the workspace
-    root unless given). Return the metas of the stages run."""
+    root unless given). `executor` "local" runs `jobs` processes here; "ray" runs Ray tasks on
+    the cluster at `address` (synthgap/cluster.py; `runner`: the [runner] config). Return the
+    metas of the stages run."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
@@ -309,20 +372,49 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
             log(f"FAILED {name}: {exc}")
             return StageError(f"stage {name} failed: {exc}")
 
+        def begin(unit, progress_to):
+            """Show a unit's stages as started; the arguments of `execute_group` for it."""
+            for n in unit:
+                if by_name[n]["run"]:
+                    show(n, 0, 1)
+            local = Context(ctx.device, ctx.data_dir, progress_to(first(unit)), ctx.threads)
+            return ([stages[n] for n in unit], [by_name[n] for n in unit],
+                    [inputs(n) for n in unit], str(ws.root), local)
+
+        def end(unit, unit_metas):
+            for n, meta in zip(unit, unit_metas):
+                if by_name[n]["run"]:
+                    complete(n, meta)
+
+        def first(unit):  # the unit's progress shows on its first stage to run
+            return next(n for n in unit if by_name[n]["run"])
+
+        def unit_name(unit):
+            return first(unit) if len(unit) == 1 else f"{first(unit)} (group of {len(unit)})"
+
         for name in finished:
             publish_if_asked(name)
-        if jobs > 1:
-            _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, failed, jobs)
-            return metas
+        units, seen = [], set()  # the stages computed in one call: a stage, or its group
         for r in todo:
-            name = r["name"]
-            show(name, 0, 1)
-            local = Context(ctx.device, ctx.data_dir, functools.partial(show, name), ctx.threads)
+            if r["name"] not in seen:
+                units.append(tuple(stages[r["name"]].group) or (r["name"],))
+                seen.update(units[-1])
+        if executor == "ray":
+            from synthgap.cluster import run_ray
+            from synthgap.config import RunnerConfig
+            run_ray(stages, units, finished, begin, end, show, unit_name, failed, ws,
+                    runner or asdict(RunnerConfig()), address, ctx.device)
+            return metas
+        if jobs > 1:
+            _run_parallel(stages, units, finished, begin, end, show, unit_name, failed, jobs)
+            return metas
+        for unit in units:
+            args = begin(unit, lambda name: functools.partial(show, name))
             try:
-                meta = execute(stages[name], r, inputs(name), str(ws.root), local)
+                unit_metas = execute_group(*args)
             except Exception as exc:
-                raise failed(name, exc) from exc
-            complete(name, meta)
+                raise failed(unit_name(unit), exc) from exc
+            end(unit, unit_metas)
     return metas
 
 
@@ -340,8 +432,8 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, failed, jobs):
-    """Run `todo` in `jobs` spawned processes as their dependencies finish."""
+def _run_parallel(stages, units, finished, begin, end, show, unit_name, failed, jobs):
+    """Run `units` in `jobs` spawned processes as their dependencies finish."""
     import multiprocessing as mp
     import queue as queue_mod
 
@@ -349,22 +441,19 @@ def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, faile
     manager = mpctx.Manager()
     events = manager.Queue()
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    waiting, running, failure = list(todo), {}, None
+    waiting, running, failure = list(units), {}, None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mpctx, initializer=_exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
         while waiting or running:
             if failure is None:
-                for r in list(waiting):
+                for unit in list(waiting):
                     if len(running) >= jobs:
                         break
-                    if all(d in finished for d in stages[r["name"]].deps.values()):
-                        waiting.remove(r)
-                        local = Context(ctx.device, ctx.data_dir,
-                                        QueueProgress(events, r["name"]), threads)
-                        fut = pool.submit(execute, stages[r["name"]], r, inputs(r["name"]),
-                                          str(ws.root), local)
-                        running[fut] = r["name"]
-                        show(r["name"], 0, 1)
+                    if all(d in finished for n in unit for d in stages[n].deps.values()):
+                        waiting.remove(unit)
+                        *args, local = begin(unit, lambda name: QueueProgress(events, name))
+                        local.threads = threads
+                        running[pool.submit(execute_group, *args, local)] = unit
             elif not running:
                 break
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -374,11 +463,11 @@ def _run_parallel(stages, ws, ctx, todo, finished, inputs, show, complete, faile
             except queue_mod.Empty:
                 pass
             for fut in done:
-                name = running.pop(fut)
+                unit = running.pop(fut)
                 try:
-                    complete(name, fut.result())
+                    end(unit, fut.result())
                 except Exception as exc:  # the first failure stops new work
-                    failure = failure or failed(name, exc)
+                    failure = failure or failed(unit_name(unit), exc)
     manager.shutdown()
     if failure:
         raise failure

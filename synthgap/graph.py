@@ -74,6 +74,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                     deps["synthetic"] = source.format(b=b, s=seed)
                 add(dag.Stage(cells[-1], st.classify,
                               {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps))
+    group_cells(stages, cells, clf["group"])
     if mixtures - {"real"}:  # a real-only study has no synthetic source to measure
         add_gaps(add, stages, cfg)
     renders = [n for n in stages
@@ -81,6 +82,27 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     add(dag.Stage("report", st.report, {"experiment": name},
                   {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"}, publish=True))
     return stages
+
+
+def group_cells(stages: dict, cells: list[str], size: int) -> None:
+    """Each budget's cells, in order of seed and mixture, in groups of `size` trained at once
+    (`[classifier] group`); a cell's params name its group, which is part of its key."""
+    from synthgap import stages as st
+
+    if size < 1:
+        raise UserError(f"classifier.group must be at least 1 (1: cells one by one), got {size}")
+    for name in cells:
+        del stages[name].params["group"]
+    if size == 1:
+        return
+    budgets = sorted({stages[c].params["budget"] for c in cells})
+    for b in budgets:
+        mine = [c for c in cells if stages[c].params["budget"] == b]
+        for i in range(0, len(mine), size):
+            group = tuple(mine[i:i + size])
+            for name in group:
+                stages[name].params["group"] = list(group)
+                stages[name].group, stages[name].group_fn = group, st.classify_cells
 
 
 def budget_stage(b: int, seed: int) -> dag.Stage:
@@ -168,7 +190,8 @@ def add_gaps(add, stages: dict, cfg: dict) -> None:
 def oracle_params(cfg: dict) -> dict:
     """The classifier's params with `[oracle]` overrides: trained once and used for evaluation only,
     the oracle may train longer than the cells."""
-    return {**cfg["classifier"], **cfg.get("oracle", {}), "seed": 0}
+    clf = {k: v for k, v in cfg["classifier"].items() if k != "group"}
+    return {**clf, **cfg.get("oracle", {}), "seed": 0}
 
 
 def add_oracle(add, cfg: dict) -> None:

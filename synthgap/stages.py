@@ -90,8 +90,8 @@ def render_composites(params, inputs, out, ctx):
     return {"images": len(labels)}
 
 
-def mixture_sources(params, inputs, real):
-    """[(images, labels, batch fraction)] of a classify cell's mixture."""
+def mixture_sources(params, inputs, real, load=load_imageset):
+    """[(images, labels, batch fraction)] of a classify cell's mixture (`load` reads an ImageSet)."""
     mixture, f = params["mixture"], params.get("synthetic_fraction", 0.0)
     if mixture == "real":
         return [(real.images, real.labels, 1.0)]
@@ -99,15 +99,15 @@ def mixture_sources(params, inputs, real):
     if kind in SYNTHETIC_FILES:
         # the first T - b renders; refined sets of k variants hold k copies of the renders, one
         # after the other, and the cell takes the same renders' k variants
-        renders = load_imageset(Path(inputs["synthetic"]) / SYNTHETIC_FILES[kind])
+        renders = load(Path(inputs["synthetic"]) / SYNTHETIC_FILES[kind])
         n, k = params["total"] - params["budget"], params.get("variants", 1)
         per_variant = len(renders) // k
         if n < 1 or n > per_variant:
             raise ValueError(f"{kind} mixture needs T - b = {n} images, have {per_variant}")
-        synthetic = renders.subset(np.concatenate([np.arange(v * per_variant, v * per_variant + n)
-                                                   for v in range(k)]))
+        synthetic = renders.subset(slice(n) if k == 1 else np.concatenate(
+            [np.arange(v * per_variant, v * per_variant + n) for v in range(k)]))
     elif kind == "composite":
-        synthetic = load_imageset(Path(inputs["synthetic"]) / "composites.npz")
+        synthetic = load(Path(inputs["synthetic"]) / "composites.npz")
     else:
         raise ValueError(f"unknown mixture {mixture!r}; known: {', '.join(MIXTURES)}")
     if mixture == kind:
@@ -117,19 +117,36 @@ def mixture_sources(params, inputs, real):
 
 def classify(params, inputs, out, ctx):
     """Train the digit CNN on the cell's mixture; test error on the MNIST test set."""
-    from classifiers.digits import DEFAULTS, error_rate, resolve_device, train_classifier
+    return classify_cells([params], [inputs], [out], ctx)[0]
+
+
+def classify_cells(params_list, inputs_list, outs, ctx):
+    """Classify cells trained at once as one grouped model (`[classifier] group`), each written
+    as if trained alone: its model and its test error."""
+    import functools
+
+    from classifiers.digits import DEFAULTS, error_rate, resolve_device, train_classifiers
 
     device = resolve_device(ctx.device)
-    real = load_imageset(Path(inputs["budget"]) / "budget.npz")
-    test = load_imageset(Path(inputs["mnist"]) / "test.npz")
-    sources = mixture_sources(params, inputs, real)
-    cfg = {k: v for k, v in params.items() if k in DEFAULTS}
-    model = train_classifier(sources, cfg, params["seed"], device, ctx.report)
-    save_model(model, out / "model.safetensors")
-    err = error_rate(model, test.images, test.labels, device)
-    n_real = len(real) if "real" in params["mixture"] else 0
-    return {"test_error": err, "n_real": n_real, "n_synthetic": sum(len(s[0]) for s in sources) - n_real,
-            "steps": params["steps"], "device": str(device)}
+    load = functools.lru_cache(maxsize=None)(load_imageset)  # a set shared by cells is read once
+    cfg = {k: v for k, v in params_list[0].items() if k in DEFAULTS}
+    if any({k: v for k, v in p.items() if k in DEFAULTS} != cfg for p in params_list):
+        raise ValueError("the cells of a group must share their [classifier] settings")
+    cells, reals = [], []
+    for params, inputs in zip(params_list, inputs_list):
+        reals.append(load(Path(inputs["budget"]) / "budget.npz"))
+        cells.append((mixture_sources(params, inputs, reals[-1], load), params["seed"]))
+    test = load(Path(inputs_list[0]["mnist"]) / "test.npz")
+    models = train_classifiers(cells, cfg, device, ctx.report)
+    results = []
+    for params, out, model, (sources, _), real in zip(params_list, outs, models, cells, reals):
+        save_model(model, out / "model.safetensors")
+        n_real = len(real) if "real" in params["mixture"] else 0
+        results.append({"test_error": error_rate(model, test.images, test.labels, device),
+                        "n_real": n_real,
+                        "n_synthetic": sum(len(s[0]) for s in sources) - n_real,
+                        "steps": params["steps"], "device": str(device)})
+    return results
 
 
 def oracle(params, inputs, out, ctx):

@@ -1,4 +1,5 @@
 import importlib
+import shutil
 import json
 import subprocess
 import sys
@@ -20,6 +21,12 @@ def graph(value=1, fail=False, n=3):
                                           {"x": "src"})
     stages["total"] = dag.Stage("total", toy.total, {},
                                 {f"d{i}": f"double/{i}" for i in range(n)}, publish=True)
+    return stages
+
+
+def grouped(stages, names):
+    for n in names:
+        stages[n].group, stages[n].group_fn = tuple(names), toy.doubles
     return stages
 
 
@@ -247,3 +254,34 @@ def test_cycle_and_missing_dependency_are_errors():
         dag.topo_order(stages)
     with pytest.raises(ValueError, match="needs c"):
         dag.topo_order({"a": dag.Stage("a", toy.source, {}, {"x": "c"})})
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_group_runs_in_one_call_and_each_member_is_cached_alone(ws, tmp_path, jobs):
+    log = tmp_path / "calls.log"
+    stages = grouped(graph(n=3), ["double/0", "double/1"])
+    go(stages, ws, jobs=jobs)
+    # `doubles` logs itself, then each `double` it runs
+    assert sorted(calls(log)) == ["double"] * 3 + ["doubles:0,1", "source", "total"]
+    assert (ws.root / "total.txt").read_text() == "6"
+    rows = go(stages, ws, jobs=jobs)
+    assert not any(r["run"] for r in rows.values())
+    meta = ws.meta("double", rows["double/1"]["key"])
+    assert meta["group"] == ["double/0", "double/1"] and meta["metrics"] == {"value": 2}
+    # one member lost: the whole group is computed again (so the result is the same as in a full
+    # group), the member that was intact keeps its output
+    kept = ws.out("double", rows["double/1"]["key"]) / "meta.json"
+    before = kept.stat().st_mtime_ns
+    shutil.rmtree(ws.out("double", rows["double/0"]["key"]))
+    log.unlink()
+    rows = go(stages, ws, jobs=jobs)
+    assert [n for n, r in rows.items() if r["run"]] == ["double/0"]
+    assert calls(log) == ["doubles:0,1", "double", "double"]
+    assert kept.stat().st_mtime_ns == before
+
+
+def test_only_brings_the_whole_group(ws, tmp_path):
+    stages = grouped(graph(n=3), ["double/0", "double/1"])
+    rows = go(stages, ws, only=["double/1"])
+    assert sorted(rows) == ["double/0", "double/1", "src"]
+    assert calls(tmp_path / "calls.log") == ["source", "doubles:0,1", "double", "double"]

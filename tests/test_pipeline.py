@@ -241,6 +241,26 @@ def test_oracle_takes_its_own_classifier_overrides():
         load_config("mnist-sweep", ["oracle.stepz=1"])
 
 
+def test_cells_in_groups_share_one_unit_of_work_and_leave_the_oracle_alone():
+    from synthgap.dag import compute_keys
+    from synthgap.graph import UserError, build_graph
+    from pipeline import load_config
+    plain = build_graph("mnist-sweep", load_config("mnist-sweep", [])[1])
+    stages = build_graph("mnist-sweep", load_config("mnist-sweep", ["classifier.group=16"])[1])
+    cell = stages["classify/real/b55/s0"]
+    # a budget's 24 cells, in order of seed and mixture: groups of 16 and 8
+    assert len(cell.group) == 16 and cell.params["group"] == list(cell.group)
+    assert cell.group[:3] == ("classify/real/b55/s0", "classify/font/b55/s0", "classify/gan/b55/s0")
+    assert len(stages["classify/real/b55/s2"].group) == 8
+    assert all(stages[n].params["budget"] == 55 for n in cell.group)
+    assert "group" not in plain["classify/real/b55/s0"].params and not plain["classify/real/b55/s0"].group
+    keys, plain_keys = compute_keys(stages), compute_keys(plain)
+    assert keys["oracle"] == plain_keys["oracle"]
+    assert keys["classify/real/b55/s0"] != plain_keys["classify/real/b55/s0"]
+    with pytest.raises(UserError, match="classifier.group must be at least 1"):
+        build_graph("mnist-sweep", load_config("mnist-sweep", ["classifier.group=0"])[1])
+
+
 def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     work = tmp_path / "w"
     pipeline("run", "smoke", "--set", "experiment.budgets=[20]", "--set", "experiment.seeds=[0]",

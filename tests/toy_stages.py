@@ -41,3 +41,16 @@ def total(params, inputs, out, ctx):
     values = [json.loads((Path(p) / "value.json").read_text()) for p in inputs.values()]
     (out / "total.txt").write_text(str(sum(values)))
     return {"total": sum(values)}
+
+
+def doubles(params_list, inputs_list, outs, ctx):
+    """`double` for a group of stages in one call."""
+    log_call(None, "doubles:" + ",".join(str(p["i"]) for p in params_list))
+    return [double(p, i, o, ctx) for p, i, o in zip(params_list, inputs_list, outs)]
+
+
+def slow_source(params, inputs, out, ctx):
+    """`source` that first says which process runs it and sleeps: a stage to kill a worker under."""
+    Path(params["pid_file"]).write_text(str(os.getpid()))
+    time.sleep(params["seconds"])
+    return source(params, inputs, out, ctx)

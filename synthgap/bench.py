@@ -1,0 +1,213 @@
+"""`pipeline bench`: how fast each part of the study runs on one device, measured in one run.
+
+Every figure is the median of `repeats` timed runs after one untimed warm-up run, with the lowest
+and highest of them. The refiner and the gap detector are timed in two loops:
+- the project's: the images live on the device and every batch is drawn there;
+- a reference written in the common style of public CycleGAN code: the images as PNG files on
+  disk, a `Dataset` that opens, decodes and normalises one image per item, a `DataLoader` with
+  worker processes; the same networks, losses and batch size.
+The ratio of the two is what keeping the data on the device buys.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+# run sizes per device type: enough work per timed run to dwarf the timer, small enough for a
+# 2-core CPU to finish the whole bench in a few minutes
+SIZES = {"cpu": {"digits": 5000, "images": 2000, "classifier_steps": 30, "group": 8,
+                 "refiner_steps": 20, "gap_steps": 60},
+         "cuda": {"digits": 8000, "images": 2000, "classifier_steps": 300, "group": 24,
+                  "refiner_steps": 200, "gap_steps": 300}}
+
+
+class PngImages(Dataset):
+    """One PNG per item, opened, decoded and normalised when asked for: (image, label)."""
+
+    def __init__(self, files: list[Path], labels, mean=0.5, std=0.5):
+        self.files, self.labels, self.mean, self.std = files, labels, mean, std
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        from torchvision.transforms.functional import to_tensor
+
+        with Image.open(self.files[i]) as im:
+            x = to_tensor(im)
+        return (x - self.mean) / self.std, self.labels[i]
+
+
+class UnalignedPngs(Dataset):
+    """CycleGAN's unaligned pairs: render i with a real image drawn at random, both as PNGs."""
+
+    def __init__(self, renders: PngImages, real: PngImages):
+        self.renders, self.real = renders, real
+
+    def __len__(self):
+        return len(self.renders)
+
+    def __getitem__(self, i):
+        return (*self.renders[i], *self.real[random.randrange(len(self.real))])
+
+
+def write_pngs(images: np.ndarray, folder: Path) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, img in enumerate(images):
+        files.append(folder / f"{i:06d}.png")
+        Image.fromarray(img[0]).save(files[-1])
+    return files
+
+
+def forever(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def loader(dataset: Dataset, batch_size: int, device: torch.device, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                      num_workers=workers, pin_memory=device.type == "cuda",
+                      persistent_workers=workers > 0)
+
+
+def timed(fn, repeats: int, device: torch.device) -> list[float]:
+    """Seconds of `repeats` calls of `fn` after one warm-up call, the device drained each time."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def figure(part: str, loop: str, unit: str, per_run: float, seconds: list[float]) -> dict:
+    rates = sorted(per_run / s for s in seconds)
+    return {"part": part, "loop": loop, "unit": unit, "median": statistics.median(rates),
+            "low": rates[0], "high": rates[-1], "repeats": len(rates)}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | None = None) -> dict:
+    """Every figure of the bench on `device` (at `sizes`, default SIZES of its type); {"device",
+    "torch", "threads", "sizes", "rows", ...}."""
+    from classifiers.detector import DEFAULTS as GAP, make_net, to_input, train_net
+    from classifiers.digits import DEFAULTS as CLF, make_cnn, train_classifiers
+    from gan.train import DEFAULTS as GAN, train_refiner
+    from renderers.fonts import discover, render_digits
+    from synthgap.data.mnist import load_mnist
+
+    size = sizes or SIZES[device.type]
+    m = size["images"]  # real images and renders a side
+    rows: list[dict] = []
+    cores = os.cpu_count() or 1
+    workers = min(4, cores)  # DataLoader workers of the reference loops
+
+    def add(row):
+        rows.append(row)
+        spread = f" ({row['low']:.1f}-{row['high']:.1f})" if row["low"] is not None else ""
+        log(f"{row['part']:<28} {row['loop']:<24} {row['median']:>10.2f} {row['unit']}{spread}")
+
+    def compare(part, project, reference, steps, batch):
+        """Time the project's loop and the reference loop; their figures and their ratio."""
+        medians = []
+        for loop, fn in (("project", project), (f"PNG DataLoader, {workers} workers", reference)):
+            seconds = timed(fn, repeats, device)
+            add(figure(part, loop, "steps/s", steps, seconds))
+            add(figure(part, loop, "images/s", steps * batch, seconds))
+            medians.append(rows[-1]["median"])
+        add({"part": part, "loop": "project / DataLoader", "unit": "x",
+             "median": medians[0] / medians[1], "low": None, "high": None, "repeats": repeats})
+
+    fonts = [c.path for c in discover() if c.ok]
+    n = size["digits"]
+    for w in sorted({1, cores}):
+        # a call starts its worker processes, whose glyph caches start cold
+        add(figure("font rendering", f"{w} worker(s), {n} a call", "digits/s", n, timed(
+            lambda: render_digits(fonts, n, 0, workers=w), repeats, device)))
+
+    mnist = load_mnist()
+    real, real_labels = mnist["train_images"][:m, None], mnist["train_labels"][:m]
+    renders, labels = render_digits(fonts, m, 1)
+    steps, batch = size["classifier_steps"], CLF["batch_size"]
+    cell = ([(real, real_labels, 0.5), (renders, labels, 0.5)], 0)
+    for g in (1, size["group"]):
+        seconds = timed(lambda: train_classifiers([cell] * g, {"steps": steps}, device),
+                        repeats, device)
+        part = "classifier cell" if g == 1 else f"classifier, {g} cells at once"
+        add(figure(part, "project", "cell-steps/s", g * steps, seconds))
+        add(figure(part, "project", "images/s", g * steps * batch, seconds))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        png_renders = PngImages(write_pngs(renders, folder / "renders"), labels)
+        png_real = PngImages(write_pngs(real, folder / "real"), real_labels)
+        steps, batch = size["refiner_steps"], GAN["batch_size"]
+        cfg = {"steps": steps, "log_every": 10 ** 9}
+        semantic = make_cnn(CLF["width"])  # untrained: the cost of the loss is what counts
+
+        def refiner(batches=None):
+            return train_refiner(real, renders, labels, cfg, 0, device, classifier=semantic,
+                                 real_labels=real_labels, batches=batches)
+
+        pairs = forever(loader(UnalignedPngs(png_renders, png_real), batch, device, workers))
+        compare("refiner", refiner, lambda: refiner(pairs), steps, batch)
+
+        steps, batch = size["gap_steps"], GAP["batch_size"]
+        x = to_input(np.concatenate([real, renders]), "pixel", GAP["max_side"])
+        y = torch.cat([torch.zeros(m), torch.ones(m)])
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        x = (x - mean) / std
+
+        def bce(out, t):
+            return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], t)
+
+        def gap(batches=None):
+            torch.manual_seed(0)
+            train_net(make_net(x, "small", GAP["width"]), bce, x, y, {**GAP, "steps": steps}, 0,
+                      device, batches=batches)
+
+        # to_tensor reads [0, 1], as the project's pixel inputs: the same standardisation
+        both = PngImages(png_real.files + png_renders.files, y, mean, std)
+        batches = forever(loader(both, batch, device, workers))
+        compare("gap detector (c2st-pixel)", gap, lambda: gap(batches), steps, batch)
+    return {"device": device_name(device), "device_type": device.type,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cores": cores,
+            "dataloader_workers": workers, "sizes": size, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    """The bench table as Markdown, headed by the device and versions it was measured on."""
+    lines = [f"`pipeline bench --device {result['device_type']}` on {result['device']}, torch "
+             f"{result['torch']}, {result['threads']} threads, {result['dataloader_workers']} "
+             f"DataLoader workers; sizes {result['sizes']}.", "",
+             "| part | loop | median | range | unit |", "|---|---|---:|---:|---|"]
+    for r in result["rows"]:
+        spread = f"{r['low']:.1f} – {r['high']:.1f}" if r["low"] is not None else ""
+        lines.append(f"| {r['part']} | {r['loop']} | {r['median']:.2f} | {spread} | {r['unit']} |")
+    return "\n".join(lines) + "\n"
