@@ -50,6 +50,17 @@ def setup(exp: str, sets, workdir: Optional[Path]):
     return name, cfg, build_graph(name, cfg), Workspace(workdir or Path("runs") / name)
 
 
+def run_env(cfg: dict, device: str = "auto") -> dict:
+    """What enters every stage's key besides the stage itself: the torch threads of `[runner]`
+    and the device type, so a result never depends on --jobs or the cores, and a CPU result and
+    a CUDA result never share a key."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"threads": cfg["runner"]["threads"], "device": device}
+
+
 def print_summary(folder: Path) -> None:
     from synthgap import report
 
@@ -123,7 +134,9 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         dry_run: bool = typer.Option(False, "--dry-run", help="Say what would run and why; run nothing."),
         force: Optional[List[str]] = typer.Option(None, "--force", help="Rerun stages matching GLOB."),
         only: Optional[List[str]] = typer.Option(None, "--only", help="Run stages matching GLOB and what they need."),
-        jobs: int = typer.Option(1, "--jobs", min=1, help="Independent stages in parallel processes."),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="Independent stages in parallel "
+                                 "processes; each uses [runner] threads, so results do not "
+                                 "depend on it."),
         device: Device = typer.Option(Device.auto, "--device", help="auto picks CUDA when present."),
         workdir: Optional[Path] = WORKDIR,
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Another copy of MNIST's IDX files."),
@@ -147,7 +160,9 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         dest = report_dir(ws, set_, variant)
         if data_dir is not None:
             check_mnist(data_dir)
-        rows = dag.plan(stages, ws, only, force)
+        if cfg["runner"]["threads"] < 1:
+            raise UserError(f"runner.threads must be at least 1, got {cfg['runner']['threads']}")
+        rows = dag.plan(stages, ws, only, force, run_env(cfg, device.value))
     except (UserError, DataError, ValueError) as exc:
         fail(exc)
     todo = [r for r in rows if r["run"]]
@@ -176,7 +191,9 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     removed = ws.clean_leftovers()
     if removed:
         console.print(f"cleaned {len(removed)} leftover(s) of an interrupted run")
-    ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None)
+    ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None,
+                      threads=cfg["runner"]["threads"],
+                      deterministic=cfg["runner"]["cuda_deterministic"])
     log = dag.RunLog(ws.root / "run.log", plain=not console.is_terminal)
     how = f"--jobs {jobs}" if executor == Executor.local else f"--executor ray ({address or 'local'})"
     log(f"run {name}: {len(todo)} of {len(rows)} stages to run, {how}, --device "
@@ -199,14 +216,23 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     print_gap(dest)
 
 
+DEVICE_OF_RUN = typer.Option(Device.auto, "--device", help="The device of the run to look at "
+                             "(part of every key).")
+
+
 @app.command()
-def status(exp: str, set_: Optional[List[str]] = SETS, workdir: Optional[Path] = WORKDIR):
-    """Which stages are done (with seconds and metrics) and which would run, and why."""
+def status(exp: str, set_: Optional[List[str]] = SETS, workdir: Optional[Path] = WORKDIR,
+           device: Device = DEVICE_OF_RUN):
+    """Which stages are done (with seconds and metrics) and which would run, and why; a done
+    stage made under another torch version or on another kind of machine says so."""
+    import torch
+
     try:
         name, cfg, stages, ws = setup(exp, set_, workdir)
-        rows = dag.plan(stages, ws)
+        rows = dag.plan(stages, ws, env=run_env(cfg, device.value))
     except (UserError, ValueError) as exc:
         fail(exc)
+    here = {"torch": torch.__version__, "device_name": dag.machine_name(device.value)}
     table = Table(title=f"{name} in {ws.root}")
     for col in ("stage", "state", "seconds", "metrics / reason"):
         table.add_column(col)
@@ -217,7 +243,10 @@ def status(exp: str, set_: Optional[List[str]] = SETS, workdir: Optional[Path] =
             meta = ws.meta(stages[r["name"]].kind, r["key"])
             shown = {k: (round(v, 4) if isinstance(v, float) else v)
                      for k, v in meta["metrics"].items() if isinstance(v, (int, float, str))}
-            table.add_row(r["name"], "[green]done", f"{meta['seconds']:.1f}", str(shown))
+            ran = meta.get("ran", {})
+            moved = [f"{k} {ran[k]} (now {v})" for k, v in here.items() if ran.get(k, v) != v]
+            state = "[green]done" + (f" [yellow](made with {', '.join(moved)})" if moved else "")
+            table.add_row(r["name"], state, f"{meta['seconds']:.1f}", str(shown))
     console.print(table)
     done = sum(not r["run"] for r in rows)
     console.print(f"{done} of {len(rows)} stages done")
@@ -347,14 +376,14 @@ def bench(device: Device = typer.Option(Device.auto, "--device", help="auto pick
 @app.command("report")
 def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .toml path)."),
                workdir: Optional[Path] = WORKDIR, set_: Optional[List[str]] = SETS,
-               variant: Optional[str] = NAME):
+               variant: Optional[str] = NAME, device: Device = DEVICE_OF_RUN):
     """Report what is cached, computing nothing: the summary and gap tables of a finished run
     (its report is assembled from the cache if need be), or, while stages are missing, which ones
     (exit status 1; `pipeline run` computes them)."""
     try:
         name, cfg, stages, ws = setup(exp, set_, workdir)
         dest = report_dir(ws, set_, variant)
-        rows = dag.plan(stages, ws)
+        rows = dag.plan(stages, ws, env=run_env(cfg, device.value))
     except (UserError, ValueError) as exc:
         fail(exc)
     missing = [r["name"] for r in rows if r["run"] and r["name"] != "report"]

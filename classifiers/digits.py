@@ -36,14 +36,14 @@ DEFAULTS = asdict(ClassifierConfig())
 
 def resolve_device(device: str = "auto") -> torch.device:
     """The torch device for "auto", "cpu" or "cuda"; on CUDA with cuDNN's autotuner on (every
-    training loop here keeps its shapes fixed)."""
+    training loop here keeps its shapes fixed) unless deterministic algorithms are asked for."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; "
                            "use --device auto or cpu")
     if device == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     return torch.device(device)
 
 

@@ -70,7 +70,8 @@ def node() -> dict:
 
 def run_unit(stages, inputs: list[dict], ctx) -> tuple[list[dict], list[dict], dict, float]:
     """The task: a unit's stages on this node. `inputs`: per stage, input name -> object ref of
-    the upstream folder's files. Returns (metrics per stage, files per stage, node, seconds)."""
+    the upstream folder's files. Returns (metrics per stage, files per stage, {"node": where,
+    "ran": how}, seconds)."""
     import ray
 
     from synthgap.dag import compute
@@ -90,8 +91,8 @@ def run_unit(stages, inputs: list[dict], ctx) -> tuple[list[dict], list[dict], d
         for out in outs:
             out.mkdir()
         start = time.time()
-        results = compute(stages, local, outs, ctx)
-        return results, [pack(out) for out in outs], node(), time.time() - start
+        results, ran = compute(stages, local, outs, ctx)
+        return results, [pack(out) for out in outs], {"node": node(), "ran": ran}, time.time() - start
 
 
 def resources(kind: str, runner: dict, gpus: bool) -> dict:
@@ -139,7 +140,7 @@ def run_ray(stages, units, finished, begin, end, show, unit_name, failed, ws, ru
                         end(unit, [ws.meta(s.kind, r["key"]) for s, r in members])
                         continue
                     request = resources(unit_stages[0].kind, runner, gpus)
-                    ctx.threads = max(1, int(request["num_cpus"]))
+                    ctx.processes = max(1, int(request["num_cpus"]))
                     given = [{k: ref_of(v) for k, v in i.items()} for i in inputs]
                     future = task.options(**request, max_retries=runner["ray_retries"]).remote(
                         unit_stages, given, ctx)
@@ -156,13 +157,13 @@ def run_ray(stages, units, finished, begin, end, show, unit_name, failed, ws, ru
                 unit, members, keep, locks = running.pop(future)
                 with locks:
                     try:
-                        results, files, where, seconds = ray.get(future)
+                        results, files, how, seconds = ray.get(future)
                         tmps = begin_outputs(ws, members)
                         for tmp, produced, kept in zip(tmps, files, keep):
                             if not kept:
                                 unpack(produced, tmp)
                         metas = finish_outputs(ws, members, tmps, results, keep, seconds,
-                                               device, {"node": where})
+                                               device, how)
                     except Exception as exc:  # the first failure stops new work
                         failure = failure or failed(unit_name(unit), last_line(exc))
                         continue

@@ -7,7 +7,7 @@ type is one line naming the file, the section and the key, never a silently igno
     [oracle]     classifier keys that differ for the evaluation-only classifier (default steps 3000)
     [fonts]      FontsConfig (renderers/fonts.py)     [composites] CompositesConfig (renderers/composite.py)
     [refiner]    RefinerConfig (gan/train.py)         [gap] GapConfig (classifiers/detector.py)
-    [runner]     RunnerConfig (here): how stages run, never part of a key
+    [runner]     RunnerConfig (here): how stages run (its threads are part of every key)
 """
 
 from __future__ import annotations
@@ -42,7 +42,12 @@ class ExperimentConfig:
 
 @dataclass
 class RunnerConfig:
-    """[runner]: how the stages are run; never part of a stage's key."""
+    """[runner]: how the stages are run. `threads` is part of every stage's key (as is the device
+    type), the rest never is."""
+    threads: int = 1                # torch threads of every stage, whatever --jobs or the cores: a
+                                    # key gives one result. --jobs N on N cores uses them all
+    cuda_deterministic: bool = True  # on CUDA: deterministic algorithms where the ops have them,
+                                    # a fixed cuBLAS workspace and no cuDNN autotuning
     ray_cpus: dict[str, float] = field(default_factory=dict)  # CPUs a Ray task asks for, by
                                     # stage kind (e.g. {train_refiner = 2}); any other kind: 1
     ray_gpus: float = 1.0           # GPUs a network stage asks for on a Ray cluster with GPUs

@@ -56,11 +56,14 @@ class Context:
     device: str = "auto"
     data_dir: str | None = None
     progress: Callable | None = None  # progress(done, total, description=None)
-    threads: int | None = None
+    threads: int | None = None        # torch threads (part of the key: `[runner] threads`)
+    processes: int | None = None      # processes for CPU-bound work of a stage's own, whose
+                                      # output does not depend on their number
+    deterministic: bool = True        # on CUDA: deterministic algorithms where the ops allow
 
     def workers(self) -> int:
         """Processes a stage may use for CPU-bound work of its own."""
-        return self.threads or os.cpu_count() or 1
+        return self.processes or os.cpu_count() or 1
 
     def report(self, done: int, total: int, description: str | None = None) -> None:
         if self.progress is not None:
@@ -97,16 +100,17 @@ def topo_order(stages: dict[str, Stage]) -> list[str]:
     return order
 
 
-def compute_keys(stages: dict[str, Stage]) -> dict[str, dict]:
-    """name -> {key, code, upstream} for every stage, in topological order."""
+def compute_keys(stages: dict[str, Stage], env: dict | None = None) -> dict[str, dict]:
+    """name -> {key, code, upstream, env} for every stage, in topological order. `env` (the
+    torch threads and the device type a run uses) is part of every key: one key, one result."""
     out = {}
     for name in topo_order(stages):
         s = stages[name]
         upstream = {k: out[d]["key"] for k, d in sorted(s.deps.items())}
         code = code_hash(s)
-        digest = hashlib.sha256(canonical([s.kind, s.params, upstream, code]).encode())
-        key = digest.hexdigest()[:20]
-        out[name] = {"key": key, "code": code, "upstream": upstream}
+        keyed = [s.kind, s.params, upstream, code] + ([env] if env else [])
+        key = hashlib.sha256(canonical(keyed).encode()).hexdigest()[:20]
+        out[name] = {"key": key, "code": code, "upstream": upstream, "env": env or {}}
     return out
 
 
@@ -123,6 +127,10 @@ def why(stage: Stage, info: dict, previous: dict | None) -> str:
             f"{k} {old.get(k)!r}->{stage.params.get(k)!r}" for k in changed))
     if previous.get("code") != info["code"]:
         reasons.append("code changed")
+    if previous.get("env", {}) != info["env"]:
+        old_env = previous.get("env", {})
+        reasons.append("run environment changed: " + ", ".join(
+            f"{k} {old_env.get(k)!r}->{v!r}" for k, v in info["env"].items() if old_env.get(k) != v))
     ups = sorted(stage.deps[k] for k, v in info["upstream"].items()
                  if previous.get("upstream", {}).get(k) != v)
     if ups:
@@ -147,10 +155,12 @@ def needed(stages: dict[str, Stage], only: list[str] | None) -> list[str]:
     return [n for n in order if n in keep]
 
 
-def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None) -> list[dict]:
+def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None,
+         env: dict | None = None) -> list[dict]:
     """One row per stage to consider: name, key, run (bool), reason, and rebuild (bool: run even
-    where an output is in place, because it is forced or damaged or its input is rebuilt)."""
-    keys = compute_keys(stages)
+    where an output is in place, because it is forced or damaged or its input is rebuilt). `env`
+    enters every key (compute_keys)."""
+    keys = compute_keys(stages, env)
     previous = ws.last_runs()
     rows, damaged = [], set()
     for name in needed(stages, only):
@@ -204,8 +214,9 @@ def execute_group(stages: list[Stage], rows: list[dict], inputs: list[dict], ws_
             return [ws.meta(s.kind, r["key"]) for s, r in members]
         tmps = begin_outputs(ws, members)
         start = time.time()
-        results = compute(stages, inputs, tmps, ctx)
-        return finish_outputs(ws, members, tmps, results, keep, time.time() - start, ctx.device)
+        results, ran = compute(stages, inputs, tmps, ctx)
+        return finish_outputs(ws, members, tmps, results, keep, time.time() - start, ctx.device,
+                              {"ran": ran})
 
 
 def lock_members(ws: Workspace, members, locks: ExitStack, ctx: Context) -> list[bool]:
@@ -230,15 +241,38 @@ def begin_outputs(ws: Workspace, members) -> list[Path]:
     return tmps
 
 
-def compute(stages: list[Stage], inputs: list[dict], outs: list[Path], ctx: Context) -> list[dict]:
-    """Run the stage's function (or the group's) with its outputs going into `outs`."""
+def compute(stages: list[Stage], inputs: list[dict], outs: list[Path],
+            ctx: Context) -> tuple[list[dict], dict]:
+    """Run the stage's function (or the group's) with its outputs going into `outs`, under the
+    context's torch threads and, on CUDA, deterministic algorithms as asked. Returns the metrics
+    of each stage and how it ran (threads, torch, device name, determinism)."""
+    import torch
+
     if ctx.threads:
-        import torch
         torch.set_num_threads(ctx.threads)
+    cuda = ctx.device != "cpu" and torch.cuda.is_available()
+    if cuda:  # read when cuBLAS starts: set before any stage of this process uses it
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(ctx.deterministic, warn_only=True)
     given = [{k: str(v) for k, v in i.items()} for i in inputs]
     if len(stages) == 1:
-        return [stages[0].fn(stages[0].params, given[0], outs[0], ctx) or {}]
-    return stages[0].group_fn([s.params for s in stages], given, outs, ctx)
+        results = [stages[0].fn(stages[0].params, given[0], outs[0], ctx) or {}]
+    else:
+        results = stages[0].group_fn([s.params for s in stages], given, outs, ctx)
+    ran = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+           "device_name": machine_name(ctx.device)}
+    if cuda:
+        ran["deterministic"] = torch.are_deterministic_algorithms_enabled()
+    return results, ran
+
+
+def machine_name(device: str) -> str:
+    """The GPU's name where `device` runs on CUDA, else the CPU's."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU"
 
 
 def finish_outputs(ws: Workspace, members, tmps: list[Path], results: list[dict],
@@ -258,7 +292,8 @@ def finish_outputs(ws: Workspace, members, tmps: list[Path], results: list[dict]
             raise RuntimeError(f"{s.name} did not write its declared output(s) "
                                f"{', '.join(missing)}")
         meta = {"name": s.name, "kind": s.kind, "key": r["key"], "params": s.params,
-                "code": r["code"], "upstream": r["upstream"], "deps": s.deps,
+                "code": r["code"], "upstream": r["upstream"], "env": r.get("env", {}),
+                "deps": s.deps,
                 "device": metrics.pop("device", device), "metrics": metrics,
                 "seconds": round(seconds, 3), "versions": versions(), "finished": time.time(),
                 "outputs": record_outputs(tmp), **(extra or {})}
@@ -377,7 +412,8 @@ def run(stages: dict[str, Stage], ws: Workspace, ctx: Context, rows: list[dict],
             for n in unit:
                 if by_name[n]["run"]:
                     show(n, 0, 1)
-            local = Context(ctx.device, ctx.data_dir, progress_to(first(unit)), ctx.threads)
+            local = Context(ctx.device, ctx.data_dir, progress_to(first(unit)), ctx.threads,
+                            ctx.processes, ctx.deterministic)
             return ([stages[n] for n in unit], [by_name[n] for n in unit],
                     [inputs(n) for n in unit], str(ws.root), local)
 
@@ -440,7 +476,7 @@ def _run_parallel(stages, units, finished, begin, end, show, unit_name, failed, 
     mpctx = mp.get_context("spawn")
     manager = mpctx.Manager()
     events = manager.Queue()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    processes = max(1, (os.cpu_count() or 1) // jobs)  # a stage's own workers: output alike
     waiting, running, failure = list(units), {}, None
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mpctx, initializer=_exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
@@ -452,7 +488,7 @@ def _run_parallel(stages, units, finished, begin, end, show, unit_name, failed, 
                     if all(d in finished for n in unit for d in stages[n].deps.values()):
                         waiting.remove(unit)
                         *args, local = begin(unit, lambda name: QueueProgress(events, name))
-                        local.threads = threads
+                        local.processes = processes
                         running[pool.submit(execute_group, *args, local)] = unit
             elif not running:
                 break

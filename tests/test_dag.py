@@ -285,3 +285,17 @@ def test_only_brings_the_whole_group(ws, tmp_path):
     rows = go(stages, ws, only=["double/1"])
     assert sorted(rows) == ["double/0", "double/1", "src"]
     assert calls(tmp_path / "calls.log") == ["source", "doubles:0,1", "double", "double"]
+
+
+def test_a_run_environment_in_the_key_reruns_and_says_why(ws):
+    stages = graph(n=1)
+    go(stages, ws)
+    one, two = {"threads": 1, "device": "cpu"}, {"threads": 2, "device": "cpu"}
+    rows = {r["name"]: r for r in dag.plan(stages, ws, env=one)}
+    assert all(r["run"] for r in rows.values())  # no env before: other keys
+    dag.run(stages, ws, dag.Context(device="cpu", threads=1), list(rows.values()))
+    assert not any(r["run"] for r in dag.plan(stages, ws, env=one))
+    again = {r["name"]: r for r in dag.plan(stages, ws, env=two)}
+    assert again["src"]["run"] and "threads 1->2" in again["src"]["reason"]
+    meta = ws.meta("src", rows["src"]["key"])
+    assert meta["env"] == one and meta["ran"]["threads"] == 1

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SMOKE_ONE, report_of, run_smoke
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "experiment.budgets=[20, 60]", "--set", "experiment.mixtures=[\"real\"]", "--set", "classifier.width=4",
         "--set", "classifier.batch_size=32"]
@@ -126,7 +128,17 @@ def test_run_then_rerun_is_cached_and_set_reruns_only_classify(tmp_path):
     assert "40" in (published(tmp_path) / "results.csv").read_text().splitlines()[1].split(",")[-1]
 
     status = pipeline("status", "smoke", *TINY, "--set", "classifier.steps=40", "--workdir", work)
+    assert "11 of 11 stages done" in status.stdout and "made with" not in status.stdout
+    # a stage made under another torch: done, and said so
+    path = next(tmp_path.glob("cache/split/*/meta.json"))
+    meta = json.loads(path.read_text())
+    assert meta["ran"]["threads"] == meta["env"]["threads"] == 1 and meta["env"]["device"] == "cpu"
+    meta["ran"]["torch"] = "0.1"
+    path.write_text(json.dumps(meta))
+    status = pipeline("status", "smoke", *TINY, "--set", "classifier.steps=40", "--workdir", work,
+                      "--device", "cpu")
     assert "11 of 11 stages done" in status.stdout
+    assert "torch 0.1" in " ".join(status.stdout.split())
 
 
 def _all_metas(work):
@@ -162,6 +174,46 @@ def test_sigkill_mid_stage_then_resume_gives_the_same_results(tmp_path, referenc
     assert not list(work.glob("cache/*/.tmp-*"))
     assert (published(work) / "results.csv").read_text() == \
         (published(reference) / "results.csv").read_text()
+
+
+def test_jobs_change_no_result(tmp_path, smoke_jobs1):
+    """--jobs 2 runs two stages at a time, each with the threads of `[runner]`, as --jobs 1 does."""
+    run_smoke(tmp_path, "--jobs", "2")
+    for name in ("results.csv", "gap.csv"):
+        assert (report_of(tmp_path) / name).read_bytes() == (smoke_jobs1 / name).read_bytes()
+
+
+def test_sigkill_under_two_jobs_then_resume_under_one_gives_the_same_results(tmp_path,
+                                                                          smoke_jobs1):
+    proc = subprocess.Popen(cmd("run", "smoke", *SMOKE_ONE, "--jobs", "2", "--workdir",
+                                str(tmp_path)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while len(list(tmp_path.glob("cache/classify/*/meta.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers
+    proc.wait()
+    done = done_stages(tmp_path)
+    assert 2 <= len([n for n in done if n.startswith("classify")]) < 8 and "report" not in done
+    run_smoke(tmp_path, "--jobs", "1")
+    for name in ("results.csv", "gap.csv"):
+        assert (report_of(tmp_path) / name).read_bytes() == (smoke_jobs1 / name).read_bytes()
+
+
+def test_threads_and_device_are_part_of_every_key():
+    from pipeline import load_config, run_env
+    from synthgap.dag import compute_keys
+    from synthgap.graph import build_graph
+    cfg = load_config("smoke", [])[1]
+    stages = build_graph("smoke", cfg)
+    keys = [compute_keys(stages, env) for env in ({"threads": 1, "device": "cpu"},
+                                                  {"threads": 2, "device": "cpu"},
+                                                  {"threads": 1, "device": "cuda"})]
+    for name in stages:
+        assert len({k[name]["key"] for k in keys}) == 3
+    assert run_env(cfg, "cpu") == {"threads": 1, "device": "cpu"}
+    two = load_config("smoke", ["runner.threads=2"])[1]
+    assert run_env(two, "cuda") == {"threads": 2, "device": "cuda"}
 
 
 def test_two_concurrent_runs_share_one_workspace_safely(tmp_path, reference):

@@ -4,8 +4,6 @@ of killed workers, remote errors named, and the smoke study identical under both
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,9 +14,9 @@ import ray
 from synthgap import dag
 from synthgap.workspace import Workspace
 import toy_stages as toy
-from test_dag import calls, go, graph, grouped
+from conftest import report_of, run_smoke
+from test_dag import go, graph, grouped
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,21 +91,10 @@ def test_a_killed_worker_process_is_retried_and_the_run_finishes_alike(ws, tmp_p
     assert (ws.root / "total.txt").read_text() == (local.root / "total.txt").read_text() == "20"
 
 
-def smoke(work, *extra):
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "run", "smoke", "--workdir", str(work),
-                           "--set", "experiment.budgets=[55]", "--set", "experiment.seeds=[0]",
-                           *extra], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def test_smoke_on_ray_gives_the_local_results_and_either_resumes_it(tmp_path):
-    smoke(tmp_path / "local", "--jobs", "2")
-    out = smoke(tmp_path / "ray", "--executor", "ray")
+def test_smoke_on_ray_gives_the_local_results_and_either_resumes_it(tmp_path, smoke_jobs1):
+    out = run_smoke(tmp_path, "--executor", "ray")
     assert "0 cached" in out
     for name in ("results.csv", "gap.csv"):
-        local, remote = (next((tmp_path / w).glob(f"variants/*/{name}")).read_bytes()
-                         for w in ("local", "ray"))
-        assert local == remote, name
+        assert (report_of(tmp_path) / name).read_bytes() == (smoke_jobs1 / name).read_bytes()
     for extra in (["--executor", "ray"], ["--jobs", "2"]):
-        assert " 0 stage(s) run" in smoke(tmp_path / "ray", *extra)
+        assert " 0 stage(s) run" in run_smoke(tmp_path, *extra)
