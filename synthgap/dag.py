@@ -195,12 +195,6 @@ def versions() -> dict:
     return out
 
 
-def execute(stage: Stage, row: dict, inputs: dict, ws_root: str, ctx: Context) -> dict:
-    """Build one stage's output under its lock; return its meta (maybe another run's, unless the
-    row asks to rebuild)."""
-    return execute_group([stage], [row], [inputs], ws_root, ctx)[0]
-
-
 def execute_group(stages: list[Stage], rows: list[dict], inputs: list[dict], ws_root: str,
                   ctx: Context) -> list[dict]:
     """Build the outputs of stages computed in one call (a single stage, or a group sharing a
