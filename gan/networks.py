@@ -7,9 +7,11 @@ at 28×28 two levels would leave a 7×7 map). The refiner's G may put a learned 
 them (ST-GAN's geometric step, Lin et al. 2018, with Simard's smooth fields as the family of warps).
 
 Discriminator: a trunk of two stride-2 convolutions shared by a PatchGAN head, whose 7×7 output
-scores overlapping 18×18 patches of a 28×28 input, and an image head that scores the whole image
-(what a two-sample test sees); both may be class-conditional by projection (Miyato & Koyama 2018)
-and spectrally normalised (Miyato et al. 2018).
+scores overlapping 18×18 patches of a 28×28 input, an image head that scores the whole image (what a
+two-sample test sees), and a grey-level head that scores each image's pixel values sorted (its
+grey-level distribution, with no shape left: what the `grey` two-sample test sees); each may be
+class-conditional by projection (Miyato & Koyama 2018) and spectrally normalised (Miyato et al.
+2018).
 """
 
 from __future__ import annotations
@@ -32,26 +34,29 @@ class ResBlock(nn.Module):
 
 
 class Saturating(nn.Module):
-    """1.1 · tanh + shift, clipped to [-1, 1]. Unlike tanh, it reaches black exactly at a finite
+    """1.1 · tanh + shift, clipped to [-1, top]. Unlike tanh, it reaches black exactly at a finite
     input, where most of MNIST's pixels are (about four in five are exactly 0). `shift` 0 reaches
     white exactly too (head "clip"); `shift` -0.1 only approaches it (head "black"), as MNIST, whose
-    brightest pixels lie at 250–254 far more often than at 255."""
+    brightest pixels lie at 250–254 far more often than at 255; `top` 254/127.5 - 1 reaches 254 at
+    a finite input and never 255 (head "cap")."""
 
-    def __init__(self, shift: float = 0.0):
+    def __init__(self, shift: float = 0.0, top: float = 1.0):
         super().__init__()
-        self.shift = shift
+        self.shift, self.top = shift, top
 
     def forward(self, x):
-        return (1.1 * torch.tanh(x) + self.shift).clamp(-1.0, 1.0)
+        return (1.1 * torch.tanh(x) + self.shift).clamp(-1.0, self.top)
 
 
-HEADS = {"tanh": nn.Tanh, "clip": Saturating, "black": lambda: Saturating(-0.1)}
+HEADS = {"tanh": nn.Tanh, "clip": Saturating, "black": lambda: Saturating(-0.1),
+         "cap": lambda: Saturating(0.0, 254 / 127.5 - 1)}
 
 
 def generator(channels: int = 1, width: int = 16, blocks: int = 4,
               head: str = "tanh") -> nn.Sequential:
     """Images in [-1, 1] -> images in [-1, 1] of the same shape; the output head is one of `HEADS`:
-    tanh (never reaches black or white), clip (reaches both) or black (reaches black only)."""
+    tanh (never reaches black or white), clip (reaches both), black (reaches black only) or cap
+    (reaches black and 254, never 255)."""
     if head not in HEADS:
         raise ValueError(f"head {head!r}: choose one of {', '.join(HEADS)}")
     w2 = 2 * width
@@ -135,12 +140,17 @@ def init_warp(net: Refiner) -> Refiner:
 
 
 class Discriminator(nn.Module):
-    """[N, C, 28, 28] (+ labels) -> (patch scores [N, 1, 7, 7], image score [N] or None).
-    LSGAN targets: 1 real, 0 fake. No normalisation layer: instance norm would let every patch score
-    see the whole image's statistics, and batch norm couples real and fake."""
+    """[N, C, H, W] (+ labels) -> (patch scores [N, 1, H/4, W/4], image score [N] or None, grey-level
+    score [N] or None). LSGAN targets: 1 real, 0 fake. No normalisation layer: instance norm would
+    let every patch score see the whole image's statistics, and batch norm couples real and fake.
+
+    The grey-level head reads each image's pixel values sorted, channel by channel (a permutation of
+    its pixels, so the gradient reaches every pixel): a small MLP on the H·W order statistics. It
+    is what lets the refiner learn the grey-level distribution of a real stroke, which convolutions
+    on spectrally normalised pixels pick up only faintly."""
 
     def __init__(self, channels: int = 1, width: int = 32, classes: int = 0, sn: bool = False,
-                 image_head: bool = False):
+                 image_head: bool = False, grey_head: bool = False, pixels: int = 28 * 28):
         super().__init__()
         wrap = spectral_norm if sn else (lambda m: m)
         w2, w4 = 2 * width, 4 * width
@@ -148,29 +158,41 @@ class Discriminator(nn.Module):
             wrap(nn.Conv2d(channels, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True),
             wrap(nn.Conv2d(width, w2, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True))
         self.patch = wrap(nn.Conv2d(w2, 1, 3, stride=1, padding=1))
-        self.deep = self.linear = None
+        self.deep = self.linear = self.grey = self.grey_linear = None
         if image_head:
             self.deep = nn.Sequential(wrap(nn.Conv2d(w2, w4, 3, stride=2, padding=1)),
                                       nn.LeakyReLU(0.2, True))
             self.linear = wrap(nn.Linear(w4, 1))
-        self.embed_patch = self.embed_image = None
+        if grey_head:
+            self.grey = nn.Sequential(wrap(nn.Linear(channels * pixels, w4)), nn.LeakyReLU(0.2, True),
+                                      wrap(nn.Linear(w4, w4)), nn.LeakyReLU(0.2, True))
+            self.grey_linear = wrap(nn.Linear(w4, 1))
+        self.embed_patch = self.embed_image = self.embed_grey = None
         if classes:
             self.embed_patch = wrap(nn.Embedding(classes, w2))
             if image_head:
                 self.embed_image = wrap(nn.Embedding(classes, w4))
+            if grey_head:
+                self.embed_grey = wrap(nn.Embedding(classes, w4))
+
+    @staticmethod
+    def _project(linear, embed, g, labels):
+        score = linear(g)[:, 0]
+        return score if embed is None else score + (embed(labels) * g).sum(1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
         h = self.trunk(x)
         patch = self.patch(h)
         if self.embed_patch is not None:
             patch = patch + (self.embed_patch(labels)[:, :, None, None] * h).sum(1, keepdim=True)
-        image = None
+        image = grey = None
         if self.deep is not None:
             g = self.deep(h).sum((2, 3))  # sum pooling, as in the projection discriminator
-            image = self.linear(g)[:, 0]
-            if self.embed_image is not None:
-                image = image + (self.embed_image(labels) * g).sum(1)
-        return patch, image
+            image = self._project(self.linear, self.embed_image, g, labels)
+        if self.grey is not None:
+            g = self.grey(x.flatten(2).sort(-1).values.flatten(1))
+            grey = self._project(self.grey_linear, self.embed_grey, g, labels)
+        return patch, image, grey
 
 
 def discriminator(channels: int = 1, width: int = 32, **kw) -> Discriminator:

@@ -54,6 +54,7 @@ class RefinerConfig:
                                  # exact 0 and only approaches 255, "clip" both, "tanh" neither
     d_width: int = 32            # discriminator channels: a PatchGAN head (18 x 18 patches) and
     image_head: bool = True      # a head that scores the whole image, as a two-sample test does
+    grey_head: bool = False      # a head that scores each image's sorted pixel values (grey levels)
     conditional: bool = True     # both heads see the digit's label (projection discriminator)
     sn: bool = True              # spectral normalisation of every discriminator layer
     r1: float = 0.0              # R1 penalty weight on real inputs (0: off)
@@ -143,9 +144,12 @@ class ImagePool:
         return out, out_labels
 
 
-def make_nets(channels: int, cfg: dict) -> dict[str, nn.Module]:
+def make_nets(shape: tuple, cfg: dict) -> dict[str, nn.Module]:
+    """G, F and the two discriminators for images of `shape` (C, H, W)."""
+    channels = shape[0]
     d = {"classes": 10 if cfg["conditional"] else 0, "sn": cfg["sn"],
-         "image_head": cfg["image_head"]}
+         "image_head": cfg["image_head"], "grey_head": cfg["grey_head"],
+         "pixels": shape[1] * shape[2]}
     return {"G": init_warp(init_weights(Refiner(channels, cfg["width"], cfg["blocks"], cfg["warp"],
                                                 cfg["warp_max_px"], head=cfg["head"]))),
             "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["head"])),
@@ -163,25 +167,29 @@ def lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
     return F.mse_loss(scores, torch.full_like(scores, target))
 
 
+def per_image(scores: tuple) -> list[torch.Tensor]:
+    """The discriminator's heads that it has, each as one score per image (patches averaged)."""
+    patch, *rest = scores
+    return [patch.flatten(1).mean(1), *(s for s in rest if s is not None)]
+
+
 def adversarial(scores: tuple, target: float) -> torch.Tensor:
-    """LSGAN loss summed over the discriminator's heads (patch, and image when it has one)."""
-    patch, image = scores
-    loss = lsgan(patch, target)
-    return loss if image is None else loss + lsgan(image, target)
+    """LSGAN loss summed over the discriminator's heads (patch, image and grey levels when it has
+    them), the patch head over every patch."""
+    patch, *rest = scores
+    return sum((lsgan(s, target) for s in rest if s is not None), lsgan(patch, target))
 
 
 def realness(scores: tuple) -> torch.Tensor:
     """One score per image: the mean of its heads' mean outputs (above 0.5: called real)."""
-    patch, image = scores
-    s = patch.flatten(1).mean(1)
-    return s if image is None else (s + image) / 2
+    heads = per_image(scores)
+    return sum(heads) / len(heads)
 
 
 def r1_penalty(D: nn.Module, x: torch.Tensor, labels) -> torch.Tensor:
     """Mesheder et al.'s R1: the squared gradient norm of D's scores at real inputs."""
     x = x.detach().requires_grad_(True)
-    patch, image = D(x, labels)
-    total = patch.flatten(1).mean(1).sum() + (0 if image is None else image.sum())
+    total = sum(s.sum() for s in per_image(D(x, labels)))
     (grad,) = torch.autograd.grad(total, x, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
@@ -222,7 +230,7 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         raise ValueError(f"augment: unknown op(s) {unknown}; known: {', '.join(OPS)}")
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1], cfg).items()}
+    nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1:], cfg).items()}
     opt_g = torch.optim.Adam([*nets["G"].parameters(), *nets["F"].parameters()], lr=cfg["lr"],
                              betas=(cfg["beta1"], 0.999))
     opt_d = torch.optim.Adam([*nets["D_real"].parameters(), *nets["D_syn"].parameters()],

@@ -29,13 +29,22 @@ def _origin(module: str) -> str:
     return spec.origin
 
 
-def _tree(module: str) -> ast.Module:
-    """A module's syntax tree without its docstrings (comments are never in it), as on disk now."""
-    return _parse(Path(_origin(module)).read_text())
+def _source(module: str) -> str:
+    """A module's source as on disk now."""
+    return Path(_origin(module)).read_text()
+
+
+@functools.lru_cache(maxsize=256)
+def _facts(source: str) -> tuple[str, tuple]:
+    """(the dump of a module's syntax tree, the project modules it imports), once per source text:
+    every stage of a graph asks for the same few modules."""
+    tree = _parse(source)
+    return ast.dump(tree), tuple(sorted(set(_imported(tree).values())))
 
 
 @functools.lru_cache(maxsize=256)
 def _parse(source: str) -> ast.Module:
+    """The syntax tree without its docstrings (comments are never in it)."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -78,14 +87,20 @@ def module_closure(module: str) -> frozenset:
         m = todo.pop()
         if m not in seen:
             seen.add(m)
-            todo.extend(_imported(_tree(m)).values())
+            todo.extend(_facts(_source(m))[1])
     return frozenset(seen)
 
 
 def stage_code(fn: Callable) -> tuple[list[str], set[str]]:
     """(syntax trees of the stage function and of the definitions of its module it uses, directly
     or through each other; the project modules it imports there or inside them)."""
-    tree = _tree(fn.__module__)
+    trees, modules = _stage_code(_source(fn.__module__), fn.__name__)
+    return list(trees), set(modules)
+
+
+@functools.lru_cache(maxsize=256)
+def _stage_code(source: str, name: str) -> tuple[tuple, frozenset]:
+    tree = _parse(source)
     defs = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -97,7 +112,7 @@ def stage_code(fn: Callable) -> tuple[list[str], set[str]]:
     top_imports = _imported(ast.Module(body=[n for n in tree.body
                                             if isinstance(n, (ast.Import, ast.ImportFrom))],
                                       type_ignores=[]))
-    used, modules, todo = {}, set(), [fn.__name__]
+    used, modules, todo = {}, set(), [name]
     while todo:
         name = todo.pop()
         if name in used or name not in defs:
@@ -109,7 +124,7 @@ def stage_code(fn: Callable) -> tuple[list[str], set[str]]:
                 todo.append(n.id)
                 if n.id in top_imports:
                     modules.add(top_imports[n.id])
-    return [ast.dump(used[k]) for k in sorted(used)], modules
+    return tuple(ast.dump(used[k]) for k in sorted(used)), frozenset(modules)
 
 
 def code_hash(stage) -> str:
@@ -122,5 +137,5 @@ def code_hash(stage) -> str:
     for t in trees:
         h.update(t.encode())
     for module in sorted(closure):
-        h.update(module.encode() + b"\0" + ast.dump(_tree(module)).encode())
+        h.update(module.encode() + b"\0" + _facts(_source(module))[0].encode())
     return h.hexdigest()[:16]

@@ -10,8 +10,11 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-# the smoke study at one budget and one seed: every mixture, a refiner, the gap stages
-SMOKE_ONE = ["--set", "experiment.budgets=[55]", "--set", "experiment.seeds=[0]"]
+# the smoke study at one budget and one seed, with fewer steps: every mixture, a refiner, the gap
+# stages; for the tests that compare whole runs made different ways
+SMOKE_ONE = ["--set", "experiment.budgets=[55]", "--set", "experiment.seeds=[0]",
+             "--set", "classifier.steps=100", "--set", "refiner.steps=10",
+             "--set", "gap.steps=10", "--set", "gap.samples=200"]
 
 
 def run_smoke(work, *extra) -> str:

@@ -28,10 +28,10 @@ def test_shapes_grayscale_and_rgb():
     for c in (1, 3):
         x = torch.zeros(2, c, 28, 28)
         assert generator(c, 4, 1)(x).shape == x.shape
-        patch, image = discriminator(c, 8)(x)
-        assert patch.shape == (2, 1, 7, 7) and image is None
-        patch, image = discriminator(c, 8, image_head=True, sn=True)(x)
-        assert patch.shape == (2, 1, 7, 7) and image.shape == (2,)
+        patch, image, grey = discriminator(c, 8)(x)
+        assert patch.shape == (2, 1, 7, 7) and image is None and grey is None
+        patch, image, grey = discriminator(c, 8, image_head=True, grey_head=True, sn=True)(x)
+        assert patch.shape == (2, 1, 7, 7) and image.shape == (2,) and grey.shape == (2,)
     out = generator(1, 4, 1)(torch.randn(4, 1, 28, 28) * 5)
     assert out.min() >= -1 and out.max() <= 1
 
@@ -40,7 +40,7 @@ def test_one_step_changes_every_network():
     cfg = {**TINY, "steps": 1, "warp": False}  # a fresh warp's zero last layer stops its gradient
     nets, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, cfg, 0, CPU)
     torch.manual_seed(0)  # train_refiner seeds torch the same way before building its networks
-    fresh = make_nets(1, {**DEFAULTS, **cfg})
+    fresh = make_nets((1, 28, 28), {**DEFAULTS, **cfg})
     for name, net in nets.items():
         before = dict(fresh[name].named_parameters())
         changed = [k for k, p in net.named_parameters() if not torch.equal(p, before[k])]
@@ -194,10 +194,28 @@ def test_conditional_discriminator_depends_on_the_label():
     D = discriminator(1, 8, classes=10, sn=True, image_head=True).eval()  # eval: SN power
     x = torch.rand(4, 1, 28, 28).repeat(2, 1, 1, 1)
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
-    patch, image = D(x, labels)
+    patch, image, _ = D(x, labels)
     assert not torch.allclose(image[:4], image[4:]) and not torch.allclose(patch[:4], patch[4:])
-    patch2, image2 = D(x, labels)  # iteration frozen, so the same label gives the same score
+    patch2, image2, _ = D(x, labels)  # iteration frozen, so the same label gives the same score
     assert torch.allclose(image, image2)
+
+
+def test_grey_head_sees_grey_levels_not_places():
+    """The grey-level head scores each image's sorted pixel values: moving pixels about leaves its
+    score, changing a grey level changes it, and its gradient reaches the pixels; with labels, the
+    score depends on the label."""
+    torch.manual_seed(0)
+    D = discriminator(1, 8, classes=10, sn=True, grey_head=True).eval()
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    labels = torch.tensor([3, 3, 3, 3])
+    shuffled = x.flatten(1)[:, torch.randperm(784)].view_as(x)
+    grey = D(x, labels)[2]
+    assert torch.allclose(D(shuffled, labels)[2], grey, atol=1e-6)
+    assert not torch.allclose(D(x.clamp(-0.5, 0.5), labels)[2], grey)
+    assert not torch.allclose(D(x, labels + 1)[2], grey)
+    x.requires_grad_(True)
+    D(x, labels)[2].sum().backward()
+    assert (x.grad != 0).float().mean() > 0.9
 
 
 def test_variants_differ_and_repeat():
@@ -252,5 +270,8 @@ def test_output_heads_reach_what_they_say():
     assert clip.min() == -1 and clip.max() == 1
     assert tanh.min() > -1 and tanh.max() < 1
     assert torch.all(black[1:] >= black[:-1])  # monotone: a brighter input is never darker
+    from gan.train import to_uint8
+    cap = to_uint8(HEADS["cap"]()(x))
+    assert cap.min() == 0 and cap.max() == 254 and (cap == 254).sum() > 50  # 254 at a finite input
     with pytest.raises(ValueError, match="choose one of"):
         generator(1, 4, 1, head="sigmoid")

@@ -319,7 +319,8 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
              "--set", "experiment.synthetic_total=300", "--set", "composites.count=100",
              "--set", "classifier.steps=20", "--set", "classifier.width=4", "--set", "refiner.steps=4",
              "--set", "refiner.sem_steps=4", "--set", "refiner.log_every=2",
-             "--set", "refiner.warp=true", "--set", "refiner.variants=2", "--workdir", str(work))
+             "--set", "refiner.warp=true", "--set", "refiner.variants=2", "--set", "gap.steps=5",
+             "--set", "gap.samples=100", "--set", "oracle.steps=100", "--workdir", str(work))
     rows = (published(work) / "results.csv").read_text().splitlines()[1:]
     by_mixture = {r.split(",")[0]: r.split(",") for r in rows}
     assert sorted(by_mixture) == ["font", "gan", "real", "real+composite", "real+font", "real+gan",
