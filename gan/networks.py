@@ -145,9 +145,8 @@ class Discriminator(nn.Module):
     let every patch score see the whole image's statistics, and batch norm couples real and fake.
 
     The grey-level head reads each image's pixel values sorted, channel by channel (a permutation of
-    its pixels, so the gradient reaches every pixel): a small MLP on the H·W order statistics. It
-    is what lets the refiner learn the grey-level distribution of a real stroke, which convolutions
-    on spectrally normalised pixels pick up only faintly."""
+    its pixels, so the gradient reaches every pixel): a small MLP on the H·W order statistics, the
+    view of the `grey` two-sample test (docs/results/refiner-ablations.md says what it changed)."""
 
     def __init__(self, channels: int = 1, width: int = 32, classes: int = 0, sn: bool = False,
                  image_head: bool = False, grey_head: bool = False, pixels: int = 28 * 28):
