@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synthgap import dag
+from synthgap import dag, execute
 from synthgap.graph import build_graph
 from synthgap import config
 from synthgap.errors import UserError, fail
@@ -62,35 +62,19 @@ def run_env(cfg: dict, device: str = "auto") -> dict:
 
 
 def print_summary(folder: Path) -> None:
-    from synthgap import report
+    from synthgap.report import summary_table
 
-    path = folder / "summary.csv"
-    if not path.is_file():
-        return
-    table = Table(title=f"MNIST test error ({path})")
-    for col in ("mixture", "budget", "seeds", "mean error", "95 % CI"):
-        table.add_column(col, justify="right" if col != "mixture" else "left")
-    for r in report.read_csv(path):
-        ci = f"{float(r['ci95_low']):.4f} – {float(r['ci95_high']):.4f}"
-        table.add_row(r["mixture"], r["budget"], r["n_seeds"], f"{float(r['mean_error']):.4f}", ci)
-    console.print(table)
+    table = summary_table(folder / "summary.csv")
+    if table is not None:
+        console.print(table)
 
 
 def print_gap(folder: Path) -> None:
-    from synthgap import report
+    from synthgap.report import gap_table
 
-    path = folder / "gap.csv"
-    if not path.is_file():
-        return
-    table = Table(title=f"real/synthetic gap, AUC (0.5 = none) ({path})")
-    for col in ("source", "budget", "instrument", "AUC", "95 % CI", "accuracy", "Fréchet", "retention"):
-        table.add_column(col)
-    for r in report.read_csv(path):
-        ci = f"{float(r['auc_ci_low']):.3f} – {float(r['auc_ci_high']):.3f}"
-        retention = f"{float(r['label_retention']):.3f}" if r["label_retention"] else ""
-        table.add_row(r["source"], r["budget"], r["instrument"], f"{float(r['auc']):.3f}", ci,
-                      f"{float(r['accuracy']):.3f}", f"{float(r['frechet']):.2f}", retention)
-    console.print(table)
+    table = gap_table(folder / "gap.csv")
+    if table is not None:
+        console.print(table)
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -194,13 +178,14 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None,
                       threads=cfg["runner"]["threads"],
                       deterministic=cfg["runner"]["cuda_deterministic"])
-    log = dag.RunLog(ws.root / "run.log", plain=not console.is_terminal)
+    log = execute.RunLog(ws.root / "run.log", plain=not console.is_terminal)
     how = f"--jobs {jobs}" if executor == Executor.local else f"--executor ray ({address or 'local'})"
     log(f"run {name}: {len(todo)} of {len(rows)} stages to run, {how}, --device "
         f"{device.value}" + (f", --set {' '.join(set_)}" if set_ else ""))
     try:
-        dag.run(stages, ws, ctx, rows, jobs=jobs, console=console, log=log, publish_to=dest,
-                executor=executor.value, address=address, runner=cfg["runner"])
+        execute.run(stages, ws, ctx, rows, jobs=jobs, console=console, log=log,
+                    publish_to=dest, executor=executor.value, address=address,
+                    runner=cfg["runner"])
     except dag.StageError as exc:
         log(f"stopped: {exc}")
         fail(exc)
@@ -232,7 +217,7 @@ def status(exp: str, set_: Optional[List[str]] = SETS, workdir: Optional[Path] =
         rows = dag.plan(stages, ws, env=run_env(cfg, device.value))
     except (UserError, ValueError) as exc:
         fail(exc)
-    here = {"torch": torch.__version__, "device_name": dag.machine_name(device.value)}
+    here = {"torch": torch.__version__, "device_name": execute.machine_name(device.value)}
     table = Table(title=f"{name} in {ws.root}")
     for col in ("stage", "state", "seconds", "metrics / reason"):
         table.add_column(col)
@@ -395,8 +380,8 @@ def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ 
         raise typer.Exit(1)
     ctx = dag.Context(device="cpu")  # the report stage reads cached results and writes tables
     try:
-        dag.run(stages, ws, ctx, rows, console=console, publish_to=dest,
-                log=dag.RunLog(None, plain=not console.is_terminal))
+        execute.run(stages, ws, ctx, rows, console=console, publish_to=dest,
+                    log=execute.RunLog(None, plain=not console.is_terminal))
     except dag.StageError as exc:
         fail(exc)
     console.print(f"report of {name} in {dest}", soft_wrap=True)

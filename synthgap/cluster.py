@@ -74,7 +74,7 @@ def run_unit(stages, inputs: list[dict], ctx) -> tuple[list[dict], list[dict], d
     "ran": how}, seconds)."""
     import ray
 
-    from synthgap.dag import compute
+    from synthgap.execute import compute
 
     with tempfile.TemporaryDirectory(prefix="synthgap-") as tmp:
         root, folders = Path(tmp), {}
@@ -109,7 +109,7 @@ def run_ray(stages, units, finished, begin, end, show, unit_name, failed, ws, ru
     """Run `units` as Ray tasks as their dependencies finish (the local executor's contract)."""
     from ray.util.queue import Empty, Queue
 
-    from synthgap.dag import QueueProgress, begin_outputs, finish_outputs, lock_members
+    from synthgap.execute import QueueProgress, begin_outputs, finish_outputs, lock_members
 
     ray = start(address)
     gpus = device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0

@@ -273,3 +273,36 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
     (out / "results.md").write_text(results_markdown(experiment, summary, gaps or [],
                                                      refiners or {}, tones or {}))
     return summary
+
+
+def summary_table(path: Path):
+    """summary.csv as a rich Table for the terminal (None where there is no such file)."""
+    from rich.table import Table
+
+    if not path.is_file():
+        return None
+    table = Table(title=f"MNIST test error ({path})")
+    for col in ("mixture", "budget", "seeds", "mean error", "95 % CI"):
+        table.add_column(col, justify="right" if col != "mixture" else "left")
+    for r in read_csv(path):
+        ci = f"{float(r['ci95_low']):.4f} – {float(r['ci95_high']):.4f}"
+        table.add_row(r["mixture"], r["budget"], r["n_seeds"], f"{float(r['mean_error']):.4f}", ci)
+    return table
+
+
+def gap_table(path: Path):
+    """gap.csv as a rich Table for the terminal (None where there is no such file)."""
+    from rich.table import Table
+
+    if not path.is_file():
+        return None
+    table = Table(title=f"real/synthetic gap, AUC (0.5 = none) ({path})")
+    for col in ("source", "budget", "instrument", "AUC", "95 % CI", "accuracy", "Fréchet",
+                "retention"):
+        table.add_column(col)
+    for r in read_csv(path):
+        ci = f"{float(r['auc_ci_low']):.3f} – {float(r['auc_ci_high']):.3f}"
+        retention = f"{float(r['label_retention']):.3f}" if r["label_retention"] else ""
+        table.add_row(r["source"], r["budget"], r["instrument"], f"{float(r['auc']):.3f}", ci,
+                      f"{float(r['accuracy']):.3f}", f"{float(r['frechet']):.2f}", retention)
+    return table

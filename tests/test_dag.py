@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synthgap import codehash, dag
+from synthgap import codehash, dag, execute
 from synthgap.workspace import Workspace
 import toy_stages as toy
 
@@ -32,7 +32,7 @@ def grouped(stages, names):
 
 def go(stages, ws, **kw):
     rows = dag.plan(stages, ws, kw.pop("only", None), kw.pop("force", None))
-    dag.run(stages, ws, dag.Context(device="cpu"), rows, **kw)
+    execute.run(stages, ws, dag.Context(device="cpu"), rows, **kw)
     return {r["name"]: r for r in rows}
 
 
@@ -222,12 +222,13 @@ def test_workers_end_when_the_runner_is_killed(tmp_path):
         import sys
         sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
         import toy_stages as toy
-        from synthgap import dag
+        from synthgap import dag, execute
         from synthgap.workspace import Workspace
         stages = {{"sleep": dag.Stage("sleep", toy.sleeper, {{"pid_file": {str(pid_file)!r},
                                                              "seconds": 120}})}}
         ws = Workspace({str(tmp_path / "ws")!r})
-        dag.run(stages, ws, dag.Context(device="cpu"), dag.plan(stages, ws, None, None), jobs=2)
+        execute.run(stages, ws, dag.Context(device="cpu"), dag.plan(stages, ws, None, None),
+                    jobs=2)
     """)
     runner = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 60
@@ -293,7 +294,7 @@ def test_a_run_environment_in_the_key_reruns_and_says_why(ws):
     one, two = {"threads": 1, "device": "cpu"}, {"threads": 2, "device": "cpu"}
     rows = {r["name"]: r for r in dag.plan(stages, ws, env=one)}
     assert all(r["run"] for r in rows.values())  # no env before: other keys
-    dag.run(stages, ws, dag.Context(device="cpu", threads=1), list(rows.values()))
+    execute.run(stages, ws, dag.Context(device="cpu", threads=1), list(rows.values()))
     assert not any(r["run"] for r in dag.plan(stages, ws, env=one))
     again = {r["name"]: r for r in dag.plan(stages, ws, env=two)}
     assert again["src"]["run"] and "threads 1->2" in again["src"]["reason"]
