@@ -119,7 +119,7 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         force: Optional[List[str]] = typer.Option(None, "--force", help="Rerun stages matching GLOB."),
         only: Optional[List[str]] = typer.Option(None, "--only", help="Run stages matching GLOB and what they need."),
         jobs: int = typer.Option(1, "--jobs", min=1, help="Independent stages in parallel "
-                                 "processes; each uses [runner] threads, so results do not "
+                                 "processes; each uses \\[runner] threads, so results do not "
                                  "depend on it."),
         device: Device = typer.Option(Device.auto, "--device", help="auto picks CUDA when present."),
         workdir: Optional[Path] = WORKDIR,
@@ -127,7 +127,7 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         variant: Optional[str] = NAME,
         executor: Executor = typer.Option(Executor.local, "--executor", help="local: --jobs "
                                           "processes here; ray: Ray tasks (pip install -e "
-                                          "\".[ray]\"), one per stage, on this machine or the "
+                                          "\".\\[ray]\"), one per stage, on this machine or the "
                                           "cluster at --address."),
         address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: "
                                               "the cluster (auto: the one `ray start` began on "

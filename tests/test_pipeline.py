@@ -281,6 +281,31 @@ def test_unknown_experiment_and_list_and_dag():
     assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
 
 
+def test_help_shows_every_bracket_it_was_written_with():
+    """`--help` is rendered as rich markup, which eats an unescaped `[word]`: every command's help
+    and every option's help keeps its brackets on screen."""
+    import typer
+    from typer.testing import CliRunner
+    from pipeline import app
+
+    def commands(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from commands(sub, [*path, name])
+
+    shown = 0
+    for path, cmd in commands(typer.main.get_command(app), []):
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        words = {w for t in texts for w in re.findall(r"\[(\w[\w.-]*)\]", t.replace("\\[", "["))}
+        if not words:
+            continue
+        out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400"}).output
+        for word in words:
+            assert f"[{word}]" in out, (path, word)
+            shown += 1
+    assert shown >= 2  # run's --jobs ([runner]) and --executor ([ray]) at least
+
+
 def test_oracle_takes_its_own_classifier_overrides():
     from synthgap.graph import UserError, build_graph
     from pipeline import load_config
