@@ -109,6 +109,14 @@ def compute_keys(stages: dict[str, Stage], env: dict | None = None) -> dict[str,
 
 
 # ----------------------------------------------------------------------------------------- plan
+def brief(value) -> str:
+    """A param's value in a reason: its repr, or for a long list (a group's members) its length."""
+    text = repr(value)
+    if len(text) > 60 and isinstance(value, (list, tuple)):
+        return f"[{len(value)} items]"
+    return text
+
+
 def why(stage: Stage, info: dict, previous: dict | None) -> str:
     """Why `stage` must run: what differs from its last finished run."""
     if previous is None:
@@ -118,7 +126,7 @@ def why(stage: Stage, info: dict, previous: dict | None) -> str:
     changed = sorted(k for k in set(old) | set(stage.params) if old.get(k) != stage.params.get(k))
     if changed:
         reasons.append("params changed: " + ", ".join(
-            f"{k} {old.get(k)!r}->{stage.params.get(k)!r}" for k in changed))
+            f"{k} {brief(old.get(k))}->{brief(stage.params.get(k))}" for k in changed))
     if previous.get("code") != info["code"]:
         reasons.append("code changed")
     if previous.get("env", {}) != info["env"]:

@@ -64,6 +64,10 @@ def test_params_change_reruns_the_stage_and_downstream_only(ws, tmp_path):
     assert ran == {"double/1", "total"}
     assert rows["double/1"]["reason"] == "params changed: i 1->10"
     assert rows["total"]["reason"] == "upstream changed: double/1"
+    stages = graph()
+    stages["double/1"].params["i"] = [f"classify/real/b55/s{s}" for s in range(9)]
+    rows = go(stages, ws)  # a long list, as a group's members, is given by its length
+    assert rows["double/1"]["reason"] == "params changed: i 10->[9 items]"
 
 
 def test_upstream_change_propagates(ws):
