@@ -17,12 +17,20 @@ SMOKE_ONE = ["--set", "experiment.budgets=[55]", "--set", "experiment.seeds=[0]"
              "--set", "gap.steps=10", "--set", "gap.samples=200"]
 
 
+def cmd(*args):
+    return [sys.executable, "-m", "pipeline", *args]
+
+
+def pipeline(*args, check=True):
+    proc = subprocess.run(cmd(*args), cwd=ROOT, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def run_smoke(work, *extra) -> str:
     """`pipeline run smoke` (one budget, one seed) in `work`; its stdout."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "run", "smoke", "--workdir", str(work),
-                           *SMOKE_ONE, *extra], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    return pipeline("run", "smoke", "--workdir", str(work), *SMOKE_ONE, *extra).stdout
 
 
 def report_of(work) -> Path:

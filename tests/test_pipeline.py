@@ -5,28 +5,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE_ONE, report_of, run_smoke
+from conftest import ROOT, SMOKE_ONE, cmd, pipeline, report_of, run_smoke
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "experiment.budgets=[20, 60]", "--set", "experiment.mixtures=[\"real\"]", "--set", "classifier.width=4",
         "--set", "classifier.batch_size=32"]
-
-
-def cmd(*args):
-    return [sys.executable, "-m", "pipeline", *args]
-
-
-def pipeline(*args, check=True):
-    proc = subprocess.run(cmd(*args), cwd=ROOT, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"pipeline {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def published(work) -> Path:
@@ -200,22 +187,6 @@ def test_sigkill_under_two_jobs_then_resume_under_one_gives_the_same_results(tmp
         assert (report_of(tmp_path) / name).read_bytes() == (smoke_jobs1 / name).read_bytes()
 
 
-def test_threads_and_device_are_part_of_every_key():
-    from pipeline import load_config, run_env
-    from synthgap.dag import compute_keys
-    from synthgap.graph import build_graph
-    cfg = load_config("smoke", [])[1]
-    stages = build_graph("smoke", cfg)
-    keys = [compute_keys(stages, env) for env in ({"threads": 1, "device": "cpu"},
-                                                  {"threads": 2, "device": "cpu"},
-                                                  {"threads": 1, "device": "cuda"})]
-    for name in stages:
-        assert len({k[name]["key"] for k in keys}) == 3
-    assert run_env(cfg, "cpu") == {"threads": 1, "device": "cpu"}
-    two = load_config("smoke", ["runner.threads=2"])[1]
-    assert run_env(two, "cuda") == {"threads": 2, "device": "cuda"}
-
-
 def test_two_concurrent_runs_share_one_workspace_safely(tmp_path, reference):
     work = tmp_path / "w"
     args = cmd("run", "smoke", *TINY, "--set", "classifier.steps=400", "--workdir", str(work))
@@ -234,108 +205,6 @@ def test_jobs_two_runs_the_graph_in_parallel(tmp_path):
                     "--workdir", str(tmp_path))
     assert stages_run(proc) == 11
     assert len((published(tmp_path) / "results.csv").read_text().splitlines()) == 5
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--set", "classifier.stepz=3"], "unknown key 'classifier.stepz'; did you mean 'steps'? valid keys: "),
-    (["--set", "classifier.steps=many"], "is not an integer"),
-    (["--set", "classifier.lr=true"], "is not a number"),
-    (["--set", "steps"], "is not key=value"),
-    (["--set", "experiment.budgets=[0]"], "experiment.budgets must lie in"),
-    (["--only", "nothing*"], "matches no stage"),
-])
-def test_bad_options_give_one_line_and_exit_2(tmp_path, args, message):
-    proc = pipeline("run", "smoke", *args, "--workdir", str(tmp_path / "w"), check=False)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not (tmp_path / "w").exists()
-    if "unknown key" in message:
-        assert "classifier.steps" in lines[0]
-
-
-def test_unknown_experiment_and_list_and_dag():
-    proc = pipeline("run", "nosuch", check=False)
-    assert proc.returncode == 2 and "unknown experiment 'nosuch'" in proc.stderr
-    listing = pipeline("list").stdout
-    assert "smoke" in listing and "mnist-sweep" in listing
-    text = pipeline("dag", "smoke").stdout.splitlines()
-    assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
-    mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
-    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 490  # see below
-    # 1 mnist->split, 12 split->budget, 96 cells x (budget, mnist), 84 synthetic sources->cells
-    # (7 mixtures x 12), 3 fonts->composites, 2 into oracle, 4 tone x (budget, fonts, oracle),
-    # 4 refiners x (budget, fonts), 4 refine x (refiner, fonts, oracle), 12 gap stages x (source,
-    # split, oracle) + the control's (split, oracle), 126 into report (96 cells, 29 render, tone,
-    # refiner and gap stages, split)
-    assert 1 + 12 + 192 + 84 + 3 + 2 + 12 + 8 + 12 + 38 + 126 == 490
-    per_seed = pipeline("dag", "mnist-sweep", "--set", "refiner.per_seed=true").stdout.splitlines()
-    for b in (55, 385, 5500, 38500):
-        for s in (0, 1, 2):
-            assert f"train_refiner/b{b}/s{s}  <- budget/b{b}/s{s}, render_fonts" in per_seed
-            assert any(line.startswith(f"classify/real+gan/b{b}/s{s}  <- ") and f"refine/b{b}/s{s}"
-                       in line for line in per_seed)
-        assert any(line.startswith(f"gap/refined/b{b}  <- ") and f"refine/b{b}/s0" in line
-                   for line in per_seed)
-    dot = pipeline("dag", "smoke", "--format", "dot").stdout
-    assert dot.startswith("digraph") and '"classify/real/b55/s0"' in dot
-
-
-def test_help_shows_every_bracket_it_was_written_with():
-    """`--help` is rendered as rich markup, which eats an unescaped `[word]`: every command's help
-    and every option's help keeps its brackets on screen."""
-    import typer
-    from typer.testing import CliRunner
-    from pipeline import app
-
-    def commands(cmd, path):
-        yield path, cmd
-        for name, sub in getattr(cmd, "commands", {}).items():
-            yield from commands(sub, [*path, name])
-
-    shown = 0
-    for path, cmd in commands(typer.main.get_command(app), []):
-        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
-        words = {w for t in texts for w in re.findall(r"\[(\w[\w.-]*)\]", t.replace("\\[", "["))}
-        if not words:
-            continue
-        out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400"}).output
-        for word in words:
-            assert f"[{word}]" in out, (path, word)
-            shown += 1
-    assert shown >= 2  # run's --jobs ([runner]) and --executor ([ray]) at least
-
-
-def test_oracle_takes_its_own_classifier_overrides():
-    from synthgap.graph import UserError, build_graph
-    from pipeline import load_config
-    _, cfg = load_config("mnist-sweep", ["oracle.steps=123"])
-    stages = build_graph("mnist-sweep", cfg)
-    assert stages["oracle"].params["steps"] == 123
-    assert stages["oracle"].params["width"] == cfg["classifier"]["width"]
-    assert stages["classify/real/b55/s0"].params["steps"] == cfg["classifier"]["steps"] != 123
-    with pytest.raises(UserError, match=r"unknown key 'oracle.stepz'"):
-        load_config("mnist-sweep", ["oracle.stepz=1"])
-
-
-def test_cells_in_groups_share_one_unit_of_work_and_leave_the_oracle_alone():
-    from synthgap.dag import compute_keys
-    from synthgap.graph import UserError, build_graph
-    from pipeline import load_config
-    plain = build_graph("mnist-sweep", load_config("mnist-sweep", [])[1])
-    stages = build_graph("mnist-sweep", load_config("mnist-sweep", ["classifier.group=16"])[1])
-    cell = stages["classify/real/b55/s0"]
-    # a budget's 24 cells, in order of seed and mixture: groups of 16 and 8
-    assert len(cell.group) == 16 and cell.params["group"] == list(cell.group)
-    assert cell.group[:3] == ("classify/real/b55/s0", "classify/font/b55/s0", "classify/gan/b55/s0")
-    assert len(stages["classify/real/b55/s2"].group) == 8
-    assert all(stages[n].params["budget"] == 55 for n in cell.group)
-    assert "group" not in plain["classify/real/b55/s0"].params and not plain["classify/real/b55/s0"].group
-    keys, plain_keys = compute_keys(stages), compute_keys(plain)
-    assert keys["oracle"] == plain_keys["oracle"]
-    assert keys["classify/real/b55/s0"] != plain_keys["classify/real/b55/s0"]
-    with pytest.raises(UserError, match="classifier.group must be at least 1"):
-        build_graph("mnist-sweep", load_config("mnist-sweep", ["classifier.group=0"])[1])
 
 
 def test_every_mixture_runs_and_reports_its_sources(tmp_path):
