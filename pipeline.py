@@ -61,20 +61,13 @@ def run_env(cfg: dict, device: str = "auto") -> dict:
     return {"threads": cfg["runner"]["threads"], "device": device}
 
 
-def print_summary(folder: Path) -> None:
-    from synthgap.report import summary_table
+def print_results(folder: Path) -> None:
+    """The terminal tables of a published report: test error (summary.csv) and the gap (gap.csv)."""
+    from synthgap.report import gap_table, summary_table
 
-    table = summary_table(folder / "summary.csv")
-    if table is not None:
-        console.print(table)
-
-
-def print_gap(folder: Path) -> None:
-    from synthgap.report import gap_table
-
-    table = gap_table(folder / "gap.csv")
-    if table is not None:
-        console.print(table)
+    for table in (summary_table(folder / "summary.csv"), gap_table(folder / "gap.csv")):
+        if table is not None:
+            console.print(table)
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -197,8 +190,7 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
             (f"; report in {dest}" if dest != ws.root else ""))
     log(done, screen=False)
     console.print(done, soft_wrap=True)
-    print_summary(dest)
-    print_gap(dest)
+    print_results(dest)
 
 
 DEVICE_OF_RUN = typer.Option(Device.auto, "--device", help="The device of the run to look at "
@@ -385,8 +377,7 @@ def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ 
     except dag.StageError as exc:
         fail(exc)
     console.print(f"report of {name} in {dest}", soft_wrap=True)
-    print_summary(dest)
-    print_gap(dest)
+    print_results(dest)
 
 
 if __name__ == "__main__":

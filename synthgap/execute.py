@@ -9,6 +9,7 @@ import functools
 import os
 import platform
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack
@@ -20,7 +21,6 @@ from synthgap.workspace import META, Workspace, publish, record_outputs, write_j
 
 
 def versions() -> dict:
-    import sys
     out = {"python": platform.python_version()}
     out.update({m: sys.modules[m].__version__ for m in ("torch", "numpy") if m in sys.modules})
     return out
