@@ -185,12 +185,14 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     except KeyboardInterrupt:
         log("interrupted")
         fail(UserError("interrupted; finished stages are kept, run the same command to resume"))
+    reported = any(stages[r["name"]].publish for r in rows)  # not so under --only 'classify/*'
     done = (f"{name}: {len(todo)} stage(s) run, {len(rows) - len(todo)} cached, "
             f"{time.time() - start:.1f} s; workspace {ws.root}" +
-            (f"; report in {dest}" if dest != ws.root else ""))
+            (f"; report in {dest}" if reported and dest != ws.root else ""))
     log(done, screen=False)
     console.print(done, soft_wrap=True)
-    print_results(dest)
+    if reported:
+        print_results(dest)
 
 
 DEVICE_OF_RUN = typer.Option(Device.auto, "--device", help="The device of the run to look at "

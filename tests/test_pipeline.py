@@ -50,6 +50,10 @@ def test_report_computes_nothing_and_a_set_run_leaves_the_default_alone(tmp_path
     assert f"report in {work / 'variants' / 'longer'}" in variant.stdout
     assert (work / "summary.csv").read_bytes() == summary
     assert (work / "variants" / "longer" / "summary.csv").read_bytes() != summary
+    cells = pipeline("run", str(exp), "--set", "classifier.steps=30", "--name", "cells", "--only",
+                     "classify/*", "--workdir", str(work))  # no report stage: none is promised
+    assert "1 stage(s) run" in cells.stdout and "report in" not in cells.stdout
+    assert not (work / "variants" / "cells").exists()
     report = pipeline("report", str(exp), "--workdir", str(work))
     assert "stage(s) run" not in report.stdout and (work / "summary.csv").read_bytes() == summary
 
