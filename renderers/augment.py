@@ -1,5 +1,6 @@
 """Batched image augmentations on float tensors [N, C, H, W] in [0, 1]: elastic distortion, blur and
-noise, each drawn per image from a seeded torch generator."""
+noise, each drawn per image from a seeded torch generator; and area coverage, which turns bilevel
+ink drawn at a multiple of the output resolution into anti-aliased grey levels."""
 
 from __future__ import annotations
 
@@ -29,20 +30,39 @@ def blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     return y.reshape(n, c, h, w)
 
 
-def elastic(x: torch.Tensor, gen: torch.Generator, alpha: float, sigma: float) -> torch.Tensor:
+def elastic(x: torch.Tensor, gen: torch.Generator, alpha: float, sigma: float,
+            up: int = 1) -> torch.Tensor:
     """Simard et al.'s elastic distortion: a random displacement field (uniform in [-1, 1]),
     smoothed by a Gaussian of `sigma` pixels and scaled by a factor drawn per image uniformly in
-    [0, `alpha`] pixels, so mild and strong distortions alike occur."""
+    [0, `alpha`] pixels, so mild and strong distortions alike occur. With `up` > 1, `x` is an
+    image at `up` times the output resolution: the field is drawn at the output's, in its pixels,
+    and resampled to `x`'s, so the distortion is the same at any resolution."""
     if alpha <= 0:
         return x
     n, _, h, w = x.shape
-    field = torch.rand(n, 2, h, w, generator=gen, device=x.device) * 2 - 1
+    field = torch.rand(n, 2, h // up, w // up, generator=gen, device=x.device) * 2 - 1
     scale = alpha * torch.rand(n, 1, 1, 1, generator=gen, device=x.device)
     field = blur(field, torch.full((n,), sigma, device=x.device)) * scale
+    if up > 1:
+        field = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True) * up
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device),
                             torch.linspace(-1, 1, w, device=x.device), indexing="ij")
     grid = torch.stack([xs + field[:, 0] * 2 / (w - 1), ys + field[:, 1] * 2 / (h - 1)], -1)
     return F.grid_sample(x, grid, align_corners=True, padding_mode="zeros")
+
+
+def coverage(ink: torch.Tensor, gen: torch.Generator, up: int, elastic_alpha: float = 0.0,
+             elastic_sigma: float = 4.0, batch: int = 250) -> torch.Tensor:
+    """Bilevel ink [N, 1, up*H, up*W] (1 is ink) to uint8 [N, 1, H, W] whose grey level is the
+    share of each pixel the ink covers, after the elastic distortion at full resolution: edges
+    anti-aliased by area, as MNIST's normalisation gave its bilevel NIST digits."""
+    out = []
+    for i in range(0, len(ink), batch):
+        x = elastic(ink[i:i + batch].float(), gen, elastic_alpha, elastic_sigma, up)
+        x = F.avg_pool2d((x > 0.5).float(), up)
+        out.append((x * 255).round().to(torch.uint8))
+    return torch.cat(out) if out else torch.zeros((0, 1, ink.shape[2] // up, ink.shape[3] // up),
+                                                  dtype=torch.uint8)
 
 
 def random_blur(x: torch.Tensor, gen: torch.Generator, max_sigma: float) -> torch.Tensor:

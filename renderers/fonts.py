@@ -33,6 +33,8 @@ DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 GENERIC_GLYPH_NAME = re.compile(r"^(uni[0-9A-Fa-f]{4}|u[0-9A-Fa-f]{4,6}|gid\d+|glyph\d+|cid\d+|g\d+"
                                 r"|[a-z]*\d+)$")
 GLYPH_SIZE = 64          # font size of the large drawing, in pixels
+EDGES = ("soft", "area")  # the edge models of FontsConfig.edges
+AREA_UP = 8              # edges = "area": the ink is drawn at this multiple of 28×28
 FONT_SUFFIXES = {".ttf", ".otf"}
 
 
@@ -159,6 +161,28 @@ def normalise(glyph: Image.Image, box: float) -> np.ndarray:
     return out.round().astype(np.uint8)
 
 
+def normalise_bilevel(glyph: Image.Image, box: float, up: int) -> np.ndarray:
+    """`normalise` at `up` times the resolution, the ink kept bilevel: bool [28·up, 28·up], the
+    centre of mass moved to (14, 14) by whole output pixels. `coverage` turns it into grey."""
+    out = np.zeros((28 * up, 28 * up), bool)
+    bbox = glyph.getbbox()
+    if bbox is None:
+        return out
+    glyph = glyph.crop(bbox)
+    w, h = glyph.size
+    k = box * up / max(w, h)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    big = np.asarray(glyph.resize(size, Image.BILINEAR)) > 127
+    if not big.any():
+        return out
+    cy, cx = center_of_mass(big)
+    top, left = int(round(14 - cy / up)) * up, int(round(14 - cx / up)) * up
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + big.shape[0], 28 * up), min(left + big.shape[1], 28 * up)
+    out[y0:y1, x0:x1] = big[y0 - top:y1 - top, x0 - left:x1 - left]
+    return out
+
+
 def transform(glyph: np.ndarray, rotate_deg: float, shear: float,
               aspect: float = 1.0) -> Image.Image:
     """Widen by `aspect`, slant (x += shear * y) and rotate a large glyph, on a canvas big enough
@@ -198,6 +222,10 @@ class FontsConfig:
     elastic_sigma: float = 4.0   # drawn per image in [0, alpha] (Simard et al. 2003: 34 and 4)
     blur: float = 0.6          # Gaussian blur, largest sigma in pixels
     noise: float = 0.0         # additive Gaussian noise, largest std (0..1)
+    edges: str = "soft"        # soft: the anti-aliased glyph resized (Lanczos), distorted and blurred at
+    #                            28×28; area: the glyph kept bilevel at 8× (ink or not), distorted
+    #                            there, each pixel's grey the share of it the ink covers (MNIST's
+    #                            normalisation of bilevel NIST digits); blur and noise follow as set
 
 
 RENDER_DEFAULTS = {**{k: v for k, v in asdict(FontsConfig()).items() if k not in ("folders", "seed")},
@@ -289,7 +317,9 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
     hands = np.isin(labels, list(HAND_FORMS)) & (rng.random(n) < cfg["hand"])
     pens |= hands
     prune_length = int(cfg["prune"])
-    out = np.empty((n, 28, 28), np.uint8)
+    area = cfg["edges"] == "area"
+    out = np.empty((n, 28 * AREA_UP, 28 * AREA_UP) if area else (n, 28, 28),
+                   bool if area else np.uint8)
     for i in range(n):
         path, digit = fonts[font_idx[i]], int(labels[i])
         if pens[i]:
@@ -299,11 +329,24 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
                               bool(hands[i]))
         else:
             glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
-        out[i] = normalise(transform(glyph, angles[i], shears[i], aspects[i]), boxes[i])
+        glyph = transform(glyph, angles[i], shears[i], aspects[i])
+        out[i] = normalise_bilevel(glyph, boxes[i], AREA_UP) if area else normalise(glyph, boxes[i])
+    if area:
+        import torch
+
+        from renderers.augment import coverage
+
+        gen = torch.Generator().manual_seed(seed)
+        out = coverage(torch.from_numpy(out[:, None]), gen, AREA_UP, cfg["elastic_alpha"],
+                       cfg["elastic_sigma"])[:, 0].numpy()
     return out
 
 
 def _render_job(args):
+    if args[2]["edges"] == "area":
+        import torch
+
+        torch.set_num_threads(1)  # one worker a core
     return render_chunk(*args)
 
 
@@ -336,6 +379,7 @@ def render_digits(fonts: list[str], n: int, seed: int, cfg: dict | None = None,
             parts.append(render_chunk(*job))
             progress and progress(sum(map(len, parts)), n)
     images = np.concatenate(parts)[:, None] if parts else np.zeros((0, 1, 28, 28), np.uint8)
-    images = augment_batch(images, seed, cfg["elastic_alpha"], cfg["elastic_sigma"], cfg["blur"],
-                           cfg["noise"])
+    # area renders were distorted at full resolution, in render_chunk
+    alpha = 0.0 if cfg["edges"] == "area" else cfg["elastic_alpha"]
+    images = augment_batch(images, seed, alpha, cfg["elastic_sigma"], cfg["blur"], cfg["noise"])
     return images, labels.astype(np.int64)

@@ -37,7 +37,11 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     synthetic = {}  # mixture -> (stage giving its images, "{b}" for the budget; extra classify params)
     mixtures = set(e["mixtures"])
     if mixtures - {"real"}:
+        from renderers.fonts import EDGES
         fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
+        if fonts["edges"] not in EDGES:
+            raise UserError(f"fonts.edges {fonts['edges']!r} is not an edge model; choose one of "
+                            f"{', '.join(EDGES)}")
         add(dag.Stage("render_fonts", st.render_fonts, fonts))
         synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
         synthetic["real+font"] = ("render_fonts", {"total": e["synthetic_total"],

@@ -31,6 +31,7 @@ def test_threads_and_device_are_part_of_every_key():
     (["--set", "steps"], "is not key=value"),
     (["--set", "experiment.budgets=[0]"], "experiment.budgets must lie in"),
     (["--only", "nothing*"], "matches no stage"),
+    (["--set", "fonts.edges=sharp"], "fonts.edges 'sharp' is not an edge model; choose one of soft, area"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, args, message):
     proc = pipeline("run", "smoke", *args, "--workdir", str(tmp_path / "w"), check=False)

@@ -10,7 +10,7 @@ from PIL import Image
 from synthgap.data.imageset import read_folder
 from synthgap.data.mnist import load_mnist
 from renderers import composite as comp
-from renderers.augment import elastic
+from renderers.augment import coverage, elastic
 from renderers.fonts import (center_of_mass, check_font, discover, cached_glyph, matplotlib_fonts,
                              normalise, pen_glyph, render_digits, stroke_width)
 from renderers.pen import bare_one, holes, open_four, prune, small_loop_nine, small_loop_six, thin
@@ -103,6 +103,49 @@ def test_elastic_distortion_scale_is_drawn_per_image():
     again = elastic(ramp, torch.Generator().manual_seed(0), 34.0, 4.0)
     assert torch.equal(out, again)
     assert torch.equal(elastic(ramp, torch.Generator(), 0.0, 4.0), ramp)
+
+
+def test_area_coverage_is_the_share_of_each_pixel_the_ink_covers():
+    ink = torch.zeros(1, 1, 16, 24)
+    ink[..., :, :10] = 1            # 8× resolution: output columns 0 whole, 1 a quarter
+    ink[..., 8:12, 16:] = 1         # output row 1, column 2: half of it
+    out = coverage(ink.bool(), torch.Generator(), 8)[0, 0].tolist()
+    assert out == [[255, 64, 0], [255, 64, 128]]
+
+
+def test_elastic_at_eight_times_the_resolution_moves_as_far():
+    """The field is drawn at the output's resolution and in its pixels, so a ramp distorted at 8×
+    and box-averaged moves as the same ramp distorted at 1× (same generator)."""
+    n, up = 64, 8
+    y, x = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    ramp = ((x + y) / 54).expand(n, 1, 28, 28).contiguous()
+    y, x = torch.meshgrid((torch.arange(28.0 * up) + 0.5) / up - 0.5,
+                          (torch.arange(28.0 * up) + 0.5) / up - 0.5, indexing="ij")
+    fine = ((x + y) / 54).expand(n, 1, 28 * up, 28 * up).contiguous()
+    lo = elastic(ramp, torch.Generator().manual_seed(1), 34.0, 4.0)
+    hi = torch.nn.functional.avg_pool2d(elastic(fine, torch.Generator().manual_seed(1), 34.0, 4.0,
+                                                up), up)
+    moved_lo = (lo - ramp)[:, 0, 6:22, 6:22].abs().mean((1, 2)) * 54
+    moved_hi = (hi - ramp)[:, 0, 6:22, 6:22].abs().mean((1, 2)) * 54
+    assert moved_lo.max() > 1.0
+    assert torch.corrcoef(torch.stack([moved_lo, moved_hi]))[0, 1] > 0.95
+    assert abs(float(moved_hi.mean() / moved_lo.mean()) - 1) < 0.1
+
+
+def test_area_edges_render_without_the_soft_haze(fonts):
+    """edges = "area": deterministic whatever the worker count, and the faint halo of the soft
+    renders (MNIST: about 9 pixels an image at levels 1-16) is gone."""
+    area = {"chunk": 60, "edges": "area", "blur": 0.0}
+    a, la = render_digits(fonts, 120, seed=3, cfg=area)
+    b, lb = render_digits(fonts, 120, seed=3, cfg=area, workers=2)
+    assert a.shape == (120, 1, 28, 28) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    soft, ls = render_digits(fonts, 120, seed=3, cfg={"chunk": 60})
+    assert np.array_equal(la, ls)
+    faint = {name: ((x >= 1) & (x <= 16)).sum((1, 2, 3)).mean() for name, x in
+             (("area", a), ("soft", soft))}
+    assert faint["area"] < 15 < 40 < faint["soft"], faint
+    assert (a == 255).sum((1, 2, 3)).mean() > 20  # the strokes' cores are fully covered
 
 
 def test_thinning_and_pruning():
