@@ -138,49 +138,49 @@ def center_of_mass(img: np.ndarray) -> tuple[float, float]:
     return float((w.sum(1) * rows).sum() / total), float((w.sum(0) * cols).sum() / total)
 
 
+def fitted(glyph: Image.Image, side: float, resample) -> Image.Image | None:
+    """The glyph cropped to its ink and resized so its longer side is `side` pixels, keeping the
+    aspect ratio; None without ink."""
+    bbox = glyph.getbbox()
+    if bbox is None:
+        return None
+    glyph = glyph.crop(bbox)
+    w, h = glyph.size
+    k = side / max(w, h)
+    return glyph.resize((max(1, round(w * k)), max(1, round(h * k))), resample)
+
+
+def centred(small: np.ndarray, up: int = 1) -> np.ndarray:
+    """`small` placed in a (28·up)² canvas of its dtype with its centre of mass at the centre,
+    moved by whole output pixels (of `up` canvas pixels each)."""
+    out = np.zeros((28 * up, 28 * up), small.dtype)
+    if not small.any():
+        return out
+    cy, cx = center_of_mass(small)
+    top, left = int(round(14 - cy / up)) * up, int(round(14 - cx / up)) * up
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + small.shape[0], 28 * up), min(left + small.shape[1], 28 * up)
+    out[y0:y1, x0:x1] = small[y0 - top:y1 - top, x0 - left:x1 - left]
+    return out
+
+
 def normalise(glyph: Image.Image, box: float) -> np.ndarray:
     """MNIST's normalisation: crop to ink, fit in a box×box square keeping the aspect ratio
     (anti-aliased), place in 28×28 with the centre of mass at (14, 14)."""
-    bbox = glyph.getbbox()
-    if bbox is None:
+    small = fitted(glyph, box, Image.LANCZOS)
+    if small is None:
         return np.zeros((28, 28), np.uint8)
-    glyph = glyph.crop(bbox)
-    w, h = glyph.size
-    k = box / max(w, h)
-    size = (max(1, round(w * k)), max(1, round(h * k)))
-    small = np.asarray(glyph.resize(size, Image.LANCZOS)).astype(np.float32)
-    small = np.clip(small, 0, 255)
-    if small.sum() == 0:
-        return np.zeros((28, 28), np.uint8)
-    cy, cx = center_of_mass(small)
-    top, left = int(round(14 - cy)), int(round(14 - cx))
-    out = np.zeros((28, 28), np.float32)
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + small.shape[0], 28), min(left + small.shape[1], 28)
-    out[y0:y1, x0:x1] = small[y0 - top:y1 - top, x0 - left:x1 - left]
-    return out.round().astype(np.uint8)
+    small = np.clip(np.asarray(small).astype(np.float32), 0, 255)
+    return centred(small).round().astype(np.uint8)
 
 
 def normalise_bilevel(glyph: Image.Image, box: float, up: int) -> np.ndarray:
     """`normalise` at `up` times the resolution, the ink kept bilevel: bool [28·up, 28·up], the
     centre of mass moved to (14, 14) by whole output pixels. `coverage` turns it into grey."""
-    out = np.zeros((28 * up, 28 * up), bool)
-    bbox = glyph.getbbox()
-    if bbox is None:
-        return out
-    glyph = glyph.crop(bbox)
-    w, h = glyph.size
-    k = box * up / max(w, h)
-    size = (max(1, round(w * k)), max(1, round(h * k)))
-    big = np.asarray(glyph.resize(size, Image.BILINEAR)) > 127
-    if not big.any():
-        return out
-    cy, cx = center_of_mass(big)
-    top, left = int(round(14 - cy / up)) * up, int(round(14 - cx / up)) * up
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + big.shape[0], 28 * up), min(left + big.shape[1], 28 * up)
-    out[y0:y1, x0:x1] = big[y0 - top:y1 - top, x0 - left:x1 - left]
-    return out
+    big = fitted(glyph, box * up, Image.BILINEAR)
+    if big is None:
+        return np.zeros((28 * up, 28 * up), bool)
+    return centred(np.asarray(big) > 127, up)
 
 
 def transform(glyph: np.ndarray, rotate_deg: float, shear: float,
@@ -355,7 +355,8 @@ def render_digits(fonts: list[str], n: int, seed: int, cfg: dict | None = None,
     """`n` class-balanced digit renders, deterministic for a seed whatever the worker count.
 
     Returns (images uint8 [n, 1, 28, 28], labels int64 [n]). Chunks of `chunk` images are rendered
-    in parallel processes; the batch augmentations (elastic, blur, noise) follow in torch.
+    in parallel processes; the batch augmentations (elastic, blur, noise) follow in torch, except
+    that area edges are distorted at full resolution, within their chunk.
     """
     from renderers.augment import augment_batch
 
