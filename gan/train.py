@@ -5,7 +5,8 @@ Losses (Zhu et al. 2017, with the additions of the study):
   and (knob `image_head`) a whole-image head, optionally class-conditional by projection
   (`conditional`: the budget's real images and the renders are both labelled) and spectrally
   normalised (`sn`); every discriminator input goes through the same differentiable augmentation
-  (`augment`, DiffAugment: translation and cutout keep grey levels, brightness hides them), and an
+  (`augment`, DiffAugment: translation and cutout keep grey levels, brightness hides them; with
+  `ada_target`, each op with a probability adapted to D_real's overfitting, as in ADA), and an
   R1 penalty on real inputs (`r1`) keeps the discriminators smooth; they learn at their own rate
   (`lr_d`, two time scales);
 - G = appearance ∘ warp (`warp`): a smooth displacement field of at most `warp_max_px` pixels,
@@ -23,7 +24,9 @@ With `tone_first`, the renders first go through the tone curve fitted on the tra
 Discriminators learn from an image pool of 50 past fakes (Shrivastava et al.; Zhu et al.); Adam
 (β = (0.5, 0.999)) with a learning rate constant for the first half and decaying linearly to zero
 over the second. `holdout` real images are kept out of training: every log, the discriminator's
-accuracy on them against refined renders (`d_accuracy`) says whether it still teaches (0.5 = chance).
+accuracy on them against refined renders (`d_accuracy`) says whether it still teaches (0.5 = chance);
+with `val` real images from outside the budget, the same accuracy on them (`d_accuracy_val`), which
+stays measurable where the budget leaves only a few images to hold out (11 of 55).
 Images are [-1, 1] floats inside, uint8 [N, C, H, W] outside.
 """
 
@@ -59,6 +62,8 @@ class RefinerConfig:
     sn: bool = True              # spectral normalisation of every discriminator layer
     r1: float = 0.0              # R1 penalty weight on real inputs (0: off)
     holdout: int = 64            # real images kept out to measure the discriminator's accuracy
+    val_images: int = 1000       # and as many of the split's held-out real images, outside every
+                                 # budget and never trained on, to measure it with (0: off)
     pool_size: int = 50          # image pool of past fakes for the discriminators
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.0  # x lambda_cycle (CycleGAN: 0.5); self-regularisation already
@@ -68,6 +73,10 @@ class RefinerConfig:
     sem_steps: int = 500         # steps of that classifier
     augment: list[str] = field(default_factory=lambda: ["translation", "cutout"])  # DiffAugment
                                  # ops on every discriminator input (brightness hides grey levels)
+    ada_target: float = 0.0      # adaptive augmentation (ADA): each op reaches an image with a
+                                 # probability p, raised while the share of D_real's training real
+                                 # images it calls real exceeds this target (0.6 in ADA), lowered
+                                 # otherwise (0: off, every op always)
     warp: bool = False           # G = appearance after a learned smooth warp that may move strokes
     warp_max_px: float = 2.0     # the warp's largest displacement in pixels
     lambda_smooth: float = 1.0   # weight of the warp field's squared gradient
@@ -78,6 +87,8 @@ class RefinerConfig:
 
 
 DEFAULTS = asdict(RefinerConfig())
+ADA_INTERVAL = 4                 # steps between adjustments of the augmentation probability p
+ADA_RAMP = 100                   # steps over which p can go from 0 to 1
 NETS = ("G", "F", "D_real", "D_syn")
 ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head")
 
@@ -203,7 +214,8 @@ def smoothness(field: torch.Tensor) -> torch.Tensor:
 def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | None, cfg: dict,
                   seed: int, device: torch.device, progress=None, writer=None,
                   classifier: nn.Module | None = None, real_labels: np.ndarray | None = None,
-                  batches=None) -> tuple[dict[str, nn.Module], list[dict]]:
+                  batches=None, val: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[dict[str, nn.Module], list[dict]]:
     """Train the four networks on uint8 images real [Nr, C, H, W] and synthetic [Ns, C, H, W].
 
     `labels` (of the synthetic images) and `classifier` (frozen, [0, 1] input) enable the semantic
@@ -215,6 +227,10 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     batches (renders, their labels, real images, their labels; images in [-1, 1]), replaces that
     draw: the reference data path of `pipeline bench` (PNG files through a DataLoader). On CUDA the
     forward passes run in bf16 autocast (losses in float32).
+
+    `val` (uint8 real images and their labels, never trained on) adds `d_accuracy_val` to every log:
+    D_real's accuracy on them against as many refined renders. It is measured in eval mode with its
+    own random generator, so training is the same with or without it.
     """
     cfg = {**DEFAULTS, **cfg}
     if real.shape[1:] != synthetic.shape[1:]:
@@ -254,12 +270,18 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     lab_t = torch.as_tensor(labels if labels is not None else np.zeros(len(synthetic), np.int64),
                             device=device)
     probe = torch.randint(len(syn_t), (max(n_hold, 1),), generator=gen, device=device)
+    if val is not None:
+        val_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        val_t, val_lab = (torch.as_tensor(a, device=device) for a in val)
+        val_probe = torch.randint(len(syn_t), (len(val_t),), generator=val_gen, device=device)
     use_sem = classifier is not None and labels is not None and cfg["lambda_sem"] > 0
     if classifier is not None:
         classifier.to(device).eval().requires_grad_(False)
 
+    ada = {"p": 0.0 if cfg["ada_target"] > 0 else 1.0, "signs": []}
+
     def aug(x):
-        return diff_augment(x, cfg["augment"], gen) if cfg["augment"] else x
+        return diff_augment(x, cfg["augment"], gen, ada["p"]) if cfg["augment"] else x
 
     def cond(lab):
         return lab if cfg["conditional"] else None
@@ -310,7 +332,8 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         old_y, old_lx = pools["real"].query(fake_y, lx)
         old_x, old_ly = pools["syn"].query(fake_x, ly)
         with autocast:
-            losses["D_real"] = 0.5 * (adversarial(D_real(aug(y), cond(ly)), 1.0)
+            real_scores = D_real(aug(y), cond(ly))
+            losses["D_real"] = 0.5 * (adversarial(real_scores, 1.0)
                                       + adversarial(D_real(aug(old_y), cond(old_lx)), 0.0))
             losses["D_syn"] = 0.5 * (adversarial(D_syn(aug(x), cond(lx)), 1.0)
                                      + adversarial(D_syn(aug(old_x), cond(old_ly)), 0.0))
@@ -324,15 +347,30 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         opt_d.step()
         for s in scheds:
             s.step()
+        if cfg["ada_target"] > 0:  # ADA's overfitting signal r_t, on D_real's training images
+            ada["signs"].append((realness(real_scores).detach() > 0.5).float().mean())
+            if len(ada["signs"]) == ADA_INTERVAL:
+                r = float(torch.stack(ada["signs"]).mean())
+                move = ADA_INTERVAL / ADA_RAMP * (1 if r > cfg["ada_target"] else -1)
+                ada["p"] = min(1.0, max(0.0, ada["p"] + move))
+                ada["signs"] = []
 
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["log_every"] == 0 or last:
             row = {"step": step + 1, **{k: v.item() for k, v in losses.items()}}
             if field is not None:
                 row["field_px"] = field.norm(dim=1).mean().item()
+            if cfg["ada_target"] > 0:
+                row["augment_p"] = ada["p"]
             if n_hold:
                 row["d_accuracy"] = held_out_accuracy(G, D_real, hold_t, cond(hold_lab),
                                                       syn_t[probe], cond(lab_t[probe]), gen)
+            if val is not None:  # eval mode: no power iteration of the spectral norms
+                D_real.eval()
+                row["d_accuracy_val"] = held_out_accuracy(G, D_real, val_t, cond(val_lab),
+                                                          syn_t[val_probe], cond(lab_t[val_probe]),
+                                                          val_gen)
+                D_real.train()
             if not all(math.isfinite(v) for v in row.values()):
                 raise FloatingPointError(f"refiner losses diverged at step {step + 1}: {row}")
             history.append(row)

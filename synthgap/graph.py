@@ -137,10 +137,20 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
     if ref["variants"] > 1 and not ref["warp"]:
         raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
                         "noise input, so without it every variant is the same image")
+    from gan.diffaugment import OPS
     from gan.networks import HEADS
     if ref["head"] not in HEADS:
         raise UserError(f"refiner.head {ref['head']!r} is not a head; choose one of "
                         f"{', '.join(HEADS)}")
+    unknown = [op for op in ref["augment"] if op not in OPS]
+    if unknown:
+        raise UserError(f"refiner.augment: {', '.join(map(repr, unknown))} is not an augmentation; "
+                        f"choose from {', '.join(OPS)}")
+    if ref["val_images"] < 0:
+        raise UserError(f"refiner.val_images must be 0 (off) or more, got {ref['val_images']}")
+    if not 0 <= ref["ada_target"] < 1:
+        raise UserError(f"refiner.ada_target must be in [0, 1) (0: off; ADA uses 0.6), "
+                        f"got {ref['ada_target']}")
     add_oracle(add, cfg)
     oracle = {"oracle_width": oracle_params(cfg)["width"]}
     for b in e["budgets"]:
@@ -155,7 +165,8 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
                 continue
             add(dag.Stage(f"train_refiner/b{b}{suffix}", st.train_refiner,
                           {**ref, "budget": b, "seed": seed},
-                          {"budget": inputs["budget"], "synthetic": "render_fonts"}))
+                          {"budget": inputs["budget"], "synthetic": "render_fonts",
+                           **({"split": "split"} if ref["val_images"] > 0 else {})}))
             add(dag.Stage(f"refine/b{b}{suffix}", st.refine,
                           {"budget": b, "seed": seed, "variants": ref["variants"], **oracle},
                           {"synthetic": "render_fonts", "oracle": "oracle",

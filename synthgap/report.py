@@ -122,7 +122,9 @@ def gap_figure(gaps: list[dict]):
 
 def d_accuracy_figure(histories: dict[str, list[dict]]):
     """Each refiner's discriminator accuracy on held-out real images against refined renders, over
-    training steps; 0.5 is a discriminator that has stopped telling them apart."""
+    training steps: on real images from outside the budget (solid) and on those held out of the
+    budget (dashed; few at small budgets). 0.5 is a discriminator that has stopped telling them
+    apart."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -132,9 +134,14 @@ def d_accuracy_figure(histories: dict[str, list[dict]]):
         return [int(part[1:]) for part in name.split("/")[1:]]
 
     for name, history in sorted(histories.items(), key=lambda kv: budget_then_seed(kv[0])):
-        rows = [h for h in history if "d_accuracy" in h]
-        ax.plot([h["step"] for h in rows], [h["d_accuracy"] for h in rows], marker=".",
-                label=name.removeprefix("train_refiner/"))
+        label, colour = name.removeprefix("train_refiner/"), None
+        for key, style, where in (("d_accuracy_val", "-", "outside the budget"),
+                                  ("d_accuracy", "--", "held out of the budget")):
+            rows = [h for h in history if key in h]
+            if rows:
+                line, = ax.plot([h["step"] for h in rows], [h[key] for h in rows], marker=".",
+                                linestyle=style, color=colour, label=f"{label}, {where}")
+                colour = line.get_color()
     ax.axhline(0.5, color="black", linewidth=0.8)
     ax.axhline(0.6, color="grey", linewidth=0.8, linestyle="--")
     ax.set_ylim(0.3, 1.02)

@@ -179,6 +179,12 @@ def train_refiner(params, inputs, out, ctx):
     real = load_imageset(Path(inputs["budget"]) / "budget.npz")
     fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
     cfg = {k: v for k, v in params.items() if k in GAN}
+    val = None
+    if params["val_images"] > 0:  # the split's held-out real digits, never trained on
+        holdout = load_imageset(Path(inputs["split"]) / "holdout.npz")
+        pick = np.random.default_rng(params["seed"]).permutation(len(holdout.labels))
+        pick = np.sort(pick[:params["val_images"]])
+        val = (holdout.images[pick], holdout.labels[pick])
     classifier = None
     if cfg.get("lambda_sem", GAN["lambda_sem"]) > 0:
         clf = {**DEFAULTS, "steps": cfg.get("sem_steps", GAN["sem_steps"])}
@@ -187,7 +193,7 @@ def train_refiner(params, inputs, out, ctx):
     start = time.time()
     writer = SummaryWriter(str(out / "tb"))
     nets, history = train(real.images, fonts.images, fonts.labels, cfg, params["seed"], device,
-                          ctx.report, writer, classifier, real.labels)
+                          ctx.report, writer, classifier, real.labels, val=val)
     writer.close()
     seconds = time.time() - start
     save_refiner(nets, out / "refiner.safetensors", {**GAN, **cfg}, real.images.shape[1])
@@ -195,6 +201,7 @@ def train_refiner(params, inputs, out, ctx):
     return {"train_seconds": seconds, "steps_per_second": cfg.get("steps", GAN["steps"]) / seconds,
             "real_images": len(real), "final_losses": history[-1] if history else {},
             "d_accuracy": [h["d_accuracy"] for h in history if "d_accuracy" in h],
+            "d_accuracy_val": [h["d_accuracy_val"] for h in history if "d_accuracy_val" in h],
             "field_px": history[-1].get("field_px", 0.0) if history else 0.0}
 
 

@@ -32,6 +32,8 @@ def test_threads_and_device_are_part_of_every_key():
     (["--set", "experiment.budgets=[0]"], "experiment.budgets must lie in"),
     (["--only", "nothing*"], "matches no stage"),
     (["--set", "fonts.edges=sharp"], "fonts.edges 'sharp' is not an edge model; choose one of soft, area"),
+    (["--set", 'refiner.augment=["rotate"]'], "refiner.augment: 'rotate' is not an augmentation"),
+    (["--set", "refiner.ada_target=1.5"], "refiner.ada_target must be in [0, 1)"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, args, message):
     proc = pipeline("run", "smoke", *args, "--workdir", str(tmp_path / "w"), check=False)
@@ -51,17 +53,17 @@ def test_unknown_experiment_and_list_and_dag():
     text = pipeline("dag", "smoke").stdout.splitlines()
     assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
     mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
-    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 490  # see below
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 494  # see below
     # 1 mnist->split, 12 split->budget, 96 cells x (budget, mnist), 84 synthetic sources->cells
     # (7 mixtures x 12), 3 fonts->composites, 2 into oracle, 4 tone x (budget, fonts, oracle),
-    # 4 refiners x (budget, fonts), 4 refine x (refiner, fonts, oracle), 12 gap stages x (source,
-    # split, oracle) + the control's (split, oracle), 126 into report (96 cells, 29 render, tone,
-    # refiner and gap stages, split)
-    assert 1 + 12 + 192 + 84 + 3 + 2 + 12 + 8 + 12 + 38 + 126 == 490
+    # 4 refiners x (budget, fonts, split), 4 refine x (refiner, fonts, oracle), 12 gap stages x
+    # (source, split, oracle) + the control's (split, oracle), 126 into report (96 cells, 29
+    # render, tone, refiner and gap stages, split)
+    assert 1 + 12 + 192 + 84 + 3 + 2 + 12 + 12 + 12 + 38 + 126 == 494
     per_seed = pipeline("dag", "mnist-sweep", "--set", "refiner.per_seed=true").stdout.splitlines()
     for b in (55, 385, 5500, 38500):
         for s in (0, 1, 2):
-            assert f"train_refiner/b{b}/s{s}  <- budget/b{b}/s{s}, render_fonts" in per_seed
+            assert f"train_refiner/b{b}/s{s}  <- budget/b{b}/s{s}, render_fonts, split" in per_seed
             assert any(line.startswith(f"classify/real+gan/b{b}/s{s}  <- ") and f"refine/b{b}/s{s}"
                        in line for line in per_seed)
         assert any(line.startswith(f"gap/refined/b{b}  <- ") and f"refine/b{b}/s0" in line

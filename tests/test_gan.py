@@ -85,6 +85,40 @@ def test_diffaugment_ops_do_what_they_say():
         diff_augment(x, ("saturation",))
 
 
+def test_affine_turns_a_bar_a_little_and_fills_black():
+    from gan.diffaugment import affine
+    bar = -torch.ones(64, 1, 28, 28)
+    bar[:, :, 13:15, 4:24] = 1.0  # a horizontal bar through the centre
+    out = affine(bar, torch.Generator().manual_seed(0))
+    assert torch.allclose(affine(bar, None, degrees=0.0, scale=0.0), bar, atol=1e-5)
+    assert out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5
+    ink = (out + 1) / 2
+    rows = torch.arange(28.0).view(1, 1, 28, 1)
+    spread = ((ink * (rows - 13.5).abs()).flatten(1).sum(1) / ink.flatten(1).sum(1))
+    # level, the bar's ink lies 0.5 rows from its centre on average; tilted by 15 degrees, about 1.4
+    assert (spread > 0.6).float().mean() > 0.5  # most bars are tilted off their two rows
+    assert spread.max() < 2.0  # by at most 15 degrees: a tilt, not a turn (90 degrees: about 5)
+    assert torch.equal(out[:, :, :2, :2], -torch.ones(64, 1, 2, 2))  # corners stay black
+
+
+def test_diffaugment_probability_reaches_that_share_of_images():
+    x = torch.ones(400, 1, 28, 28)
+    assert torch.equal(diff_augment(x, ("cutout",), torch.Generator().manual_seed(0), p=0.0), x)
+    half = diff_augment(x, ("cutout",), torch.Generator().manual_seed(0), p=0.5)
+    changed = (half != x).flatten(1).any(1).float().mean()
+    assert 0.4 < changed < 0.6, changed
+
+
+def test_adaptive_augmentation_rises_when_the_discriminator_memorises():
+    real, syn = digits(20, 0, 2), digits(40, 1, 6)  # 16 real images to train on: easy to memorise
+    cfg = {**TINY, "steps": 60, "log_every": 20, "warp": False, "lr_d": 5e-3, "ada_target": 0.6}
+    _, history = train_refiner(real, syn, None, cfg, 0, CPU)
+    p = [h["augment_p"] for h in history]
+    assert p[0] > 0 and all(0 <= v <= 1 for v in p), p  # starts at 0 and was raised
+    _, plain = train_refiner(real, syn, None, {**cfg, "ada_target": 0.0, "steps": 1}, 0, CPU)
+    assert "augment_p" not in plain[0]
+
+
 def test_self_regularisation_makes_g_near_identity():
     real, syn = digits(32, 0, 2), digits(64, 1, 5)
     cfg = {**TINY, "steps": 40, "lr": 5e-3, "lambda_cycle": 0.0}
@@ -244,6 +278,24 @@ def test_the_discriminator_accuracy_is_logged_on_held_out_images():
     assert all("field_px" in h and h["field_px"] >= 0 for h in history)
     with pytest.raises(ValueError, match="conditional discriminator needs labelled"):
         train_refiner(real, syn, labels, {**TINY, "steps": 1, "conditional": True}, 0, CPU)
+
+
+def test_accuracy_outside_the_budget_is_logged_and_leaves_training_alone():
+    real, syn, val = digits(40, 0, 2), digits(40, 1, 6), digits(50, 2, 2)
+    labels = np.arange(50) % 10
+    cfg = {**TINY, "steps": 20, "log_every": 10, "conditional": True, "holdout": 8, "sn": True,
+           "warp": True}
+    args = (real, syn, labels[:40], cfg, 0, CPU)
+    nets, history = train_refiner(*args, real_labels=labels[:40], val=(val, labels))
+    plain_nets, plain = train_refiner(*args, real_labels=labels[:40])
+    acc = [h["d_accuracy_val"] for h in history]
+    assert len(acc) == 2 and all(0 <= a <= 1 for a in acc)
+    assert acc[-1] > 0.6, acc  # bars of 2 and 6 pixels: told apart on new images too
+    for h, p in zip(history, plain):
+        assert {k: v for k, v in h.items() if k != "d_accuracy_val"} == p
+    for name in nets:
+        for (k, a), b in zip(nets[name].state_dict().items(), plain_nets[name].state_dict().values()):
+            assert torch.equal(a, b), (name, k)
 
 
 def test_tone_curve_is_monotone_and_maps_the_real_images_onto_themselves():

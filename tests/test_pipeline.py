@@ -277,7 +277,8 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     losses = EventAccumulator(str(published(work) / "tb" / "refiner-b20"))
     losses.Reload()
     assert {"refiner/gan_G", "refiner/cycle", "refiner/D_real", "refiner/d_accuracy",
-            "refiner/field_px", "refiner/smooth"} <= set(losses.Tags()["scalars"])
+            "refiner/d_accuracy_val", "refiner/field_px", "refiner/smooth"} \
+        <= set(losses.Tags()["scalars"])
     assert len(losses.Scalars("refiner/cycle")) == 2 and losses.Tags()["images"]
     gap = [r.split(",") for r in (published(work) / "gap.csv").read_text().splitlines()]
     assert gap[0][:8] == ["instrument", "source", "budget", "auc", "auc_ci_low", "auc_ci_high",
