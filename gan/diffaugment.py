@@ -70,6 +70,16 @@ def affine(x: torch.Tensor, gen: torch.Generator | None = None, degrees: float =
 
 
 OPS = {"brightness": brightness, "translation": translation, "cutout": cutout, "affine": affine}
+ADA_INTERVAL = 4  # steps between adjustments of ADA's augmentation probability p
+ADA_RAMP = 100    # steps over which p can go from 0 to 1
+
+
+def adapt(p: float, called_real: float, target: float) -> float:
+    """ADA's update of p after ADA_INTERVAL steps: up by ADA_INTERVAL / ADA_RAMP while the
+    discriminator calls more than `target` of its training real images real (it is memorising
+    them), down otherwise; p stays within [0, 1]."""
+    move = ADA_INTERVAL / ADA_RAMP * (1 if called_real > target else -1)
+    return min(1.0, max(0.0, p + move))
 
 
 def diff_augment(x: torch.Tensor, policy=POLICY, gen: torch.Generator | None = None,

@@ -40,8 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.diffaugment import OPS, diff_augment
+from gan.diffaugment import ADA_INTERVAL, OPS, adapt, diff_augment
+from gan.losses import adversarial, r1_penalty, realness, smoothness
 from gan.networks import Refiner, discriminator, generator, init_warp, init_weights
+from gan.pool import ImagePool
 
 @dataclass
 class RefinerConfig:
@@ -87,8 +89,6 @@ class RefinerConfig:
 
 
 DEFAULTS = asdict(RefinerConfig())
-ADA_INTERVAL = 4                 # steps between adjustments of the augmentation probability p
-ADA_RAMP = 100                   # steps over which p can go from 0 to 1
 NETS = ("G", "F", "D_real", "D_syn")
 ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head")
 
@@ -100,59 +100,6 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small CPU tensor onto the device without waiting for the device (pinned, non-blocking)."""
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
-
-
-class ImagePool:
-    """A buffer of past generated images (size 50 in CycleGAN), with their labels. Until it is full,
-    images go in and come straight back out; afterwards each image, with probability 1/2, is swapped
-    for a stored one and the stored one is returned, so the discriminator also sees older generator
-    outputs."""
-
-    def __init__(self, size: int, gen: torch.Generator | None = None):
-        self.size, self.gen, self.images, self.labels, self.count = size, gen, None, None, 0
-
-    def query(self, batch: torch.Tensor, labels: torch.Tensor | None = None):
-        """Images (and labels, when given) back, some swapped for stored ones."""
-        batch = batch.detach()
-        if labels is None:
-            labels = torch.zeros(len(batch), dtype=torch.long, device=batch.device)
-            return self._query(batch, labels)[0]
-        return self._query(batch, labels)
-
-    def _query(self, batch, labels):
-        if self.size == 0:
-            return batch, labels
-        if self.images is None:
-            self.images = batch.new_empty((self.size, *batch.shape[1:]))
-            self.labels = labels.new_empty((self.size,))
-        fill = min(self.size - self.count, len(batch))
-        self.images[self.count:self.count + fill] = batch[:fill]
-        self.labels[self.count:self.count + fill] = labels[:fill]
-        self.count += fill
-        # the coin flips and slots are drawn on the CPU: no device sync per image; a slot is swapped
-        # at most once a batch, so each returned image is one stored before this batch
-        n = len(batch) - fill
-        swap = (torch.rand(n, generator=self.gen) < 0.5).tolist()
-        slots = torch.randint(self.size, (n,), generator=self.gen).tolist()
-        taken: dict[int, int] = {}   # slot -> row of the batch
-        for i, (s, j) in enumerate(zip(swap, slots)):
-            if s and j not in taken:
-                taken[j] = fill + i
-        if not taken:
-            return batch, labels
-        rows = to_device(torch.tensor(list(taken.values())), batch.device)
-        slot = to_device(torch.tensor(list(taken)), batch.device)
-        out, out_labels = batch.clone(), labels.clone()
-        out[rows], out_labels[rows] = self.images[slot], self.labels[slot]
-        self.images[slot], self.labels[slot] = batch[rows], labels[rows]
-        return out, out_labels
 
 
 def make_nets(shape: tuple, cfg: dict) -> dict[str, nn.Module]:
@@ -172,43 +119,6 @@ def linear_decay(steps: int):
     """Learning-rate factor: 1 for the first half of training, then linearly down to 0."""
     half = steps // 2
     return lambda step: 1.0 if step < half else max(0.0, 1.0 - (step - half) / max(1, steps - half))
-
-
-def lsgan(scores: torch.Tensor, target: float) -> torch.Tensor:
-    return F.mse_loss(scores, torch.full_like(scores, target))
-
-
-def per_image(scores: tuple) -> list[torch.Tensor]:
-    """The discriminator's heads that it has, each as one score per image (patches averaged)."""
-    patch, *rest = scores
-    return [patch.flatten(1).mean(1), *(s for s in rest if s is not None)]
-
-
-def adversarial(scores: tuple, target: float) -> torch.Tensor:
-    """LSGAN loss summed over the discriminator's heads (patch, image and grey levels when it has
-    them), the patch head over every patch."""
-    patch, *rest = scores
-    return sum((lsgan(s, target) for s in rest if s is not None), lsgan(patch, target))
-
-
-def realness(scores: tuple) -> torch.Tensor:
-    """One score per image: the mean of its heads' mean outputs (above 0.5: called real)."""
-    heads = per_image(scores)
-    return sum(heads) / len(heads)
-
-
-def r1_penalty(D: nn.Module, x: torch.Tensor, labels) -> torch.Tensor:
-    """Mesheder et al.'s R1: the squared gradient norm of D's scores at real inputs."""
-    x = x.detach().requires_grad_(True)
-    total = sum(s.sum() for s in per_image(D(x, labels)))
-    (grad,) = torch.autograd.grad(total, x, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
-
-
-def smoothness(field: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbouring displacements, in pixels²."""
-    return ((field[..., 1:, :] - field[..., :-1, :]).pow(2).mean()
-            + (field[..., :, 1:] - field[..., :, :-1]).pow(2).mean())
 
 
 def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | None, cfg: dict,
@@ -278,10 +188,10 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     if classifier is not None:
         classifier.to(device).eval().requires_grad_(False)
 
-    ada = {"p": 0.0 if cfg["ada_target"] > 0 else 1.0, "signs": []}
+    ada_p, called_real = (0.0 if cfg["ada_target"] > 0 else 1.0), []  # ADA's p and its signal
 
     def aug(x):
-        return diff_augment(x, cfg["augment"], gen, ada["p"]) if cfg["augment"] else x
+        return diff_augment(x, cfg["augment"], gen, ada_p) if cfg["augment"] else x
 
     def cond(lab):
         return lab if cfg["conditional"] else None
@@ -348,12 +258,10 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         for s in scheds:
             s.step()
         if cfg["ada_target"] > 0:  # ADA's overfitting signal r_t, on D_real's training images
-            ada["signs"].append((realness(real_scores).detach() > 0.5).float().mean())
-            if len(ada["signs"]) == ADA_INTERVAL:
-                r = float(torch.stack(ada["signs"]).mean())
-                move = ADA_INTERVAL / ADA_RAMP * (1 if r > cfg["ada_target"] else -1)
-                ada["p"] = min(1.0, max(0.0, ada["p"] + move))
-                ada["signs"] = []
+            called_real.append((realness(real_scores).detach() > 0.5).float().mean())
+            if len(called_real) == ADA_INTERVAL:  # one host sync every ADA_INTERVAL steps
+                ada_p = adapt(ada_p, float(torch.stack(called_real).mean()), cfg["ada_target"])
+                called_real = []
 
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["log_every"] == 0 or last:
@@ -361,7 +269,7 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
             if field is not None:
                 row["field_px"] = field.norm(dim=1).mean().item()
             if cfg["ada_target"] > 0:
-                row["augment_p"] = ada["p"]
+                row["augment_p"] = ada_p
             if n_hold:
                 row["d_accuracy"] = held_out_accuracy(G, D_real, hold_t, cond(hold_lab),
                                                       syn_t[probe], cond(lab_t[probe]), gen)

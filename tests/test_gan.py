@@ -6,7 +6,8 @@ import torch
 
 from gan.diffaugment import OPS, diff_augment
 from gan.networks import HEADS, discriminator, generator
-from gan.train import DEFAULTS, ImagePool, make_nets, refine, to_signed, train_refiner
+from gan.pool import ImagePool
+from gan.train import DEFAULTS, make_nets, refine, to_signed, train_refiner
 from gan.weights import load_generator, save_refiner
 
 TINY = {"batch_size": 8, "width": 4, "blocks": 1, "d_width": 8, "sem_steps": 5, "log_every": 1,
