@@ -83,6 +83,9 @@ class RefinerConfig:
     warp_max_px: float = 2.0     # the warp's largest displacement in pixels
     lambda_smooth: float = 1.0   # weight of the warp field's squared gradient
     tone_first: bool = False     # renders go through the tone baseline's curve before G
+    match_levels: bool = True    # then each refined and each toned render's inked grey levels
+                                 # become those of a real budget image of its digit, quantile for
+                                 # quantile (renderers/tone.py match_levels; shape untouched)
     variants: int = 1            # refined variants drawn per render (each with its own warp noise)
     per_seed: bool = False       # one refiner per seed's budget (false: the first seed's serves all)
     log_every: int = 100

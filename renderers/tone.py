@@ -3,7 +3,14 @@ maps the renders' grey levels onto the real images' by quantile matching (histog
 specification): level v goes to the real quantile at the renders' mid-rank of v,
     curve(v) = min{u : C_real(u) >= (C_syn(v - 1) + C_syn(v)) / 2},
 with C the cumulative share of pixels at or below a level. It is monotone, and fitted on the real
-images themselves it maps every level they use onto itself."""
+images themselves it maps every level they use onto itself.
+
+One curve for all images cannot give each image the grey levels of a real digit: MNIST puts an
+image's brightest pixels on a plateau at one level of 252-254, a level of its own per image.
+`match_levels` is the same quantile matching done per image, against one real exemplar each: an
+image's inked pixels (above black), in order of level, take the exemplar's inked levels at the same
+quantiles. It keeps the image's ink and the order of its levels, so its shape, and it leaves
+black alone."""
 
 from __future__ import annotations
 
@@ -31,3 +38,47 @@ def fit_tone_curve(synthetic: np.ndarray, real: np.ndarray) -> np.ndarray:
 
 def apply_tone_curve(images: np.ndarray, curve: np.ndarray) -> np.ndarray:
     return np.asarray(curve, np.uint8)[np.asarray(images, np.uint8)]
+
+
+def match_levels(images, exemplars, black: float = 0.0):
+    """Per-image quantile matching: images and exemplars are float tensors [N, ...] (image i is
+    matched to exemplar i). Image i's pixels above `black`, sorted by level (ties in raster order),
+    take the levels of exemplar i's pixels above `black` at the same quantiles,
+        rank r of m inked pixels -> the exemplar's inked level of rank floor((r + 1/2) k / m), of k;
+    the other pixels, and images whose exemplar has no ink, stay as they are. An image matched to
+    itself is unchanged."""
+    import torch
+
+    n = images.shape[0]
+    flat, ex = images.reshape(n, -1), exemplars.reshape(n, -1).to(images.dtype)
+    size = flat.shape[1]
+    m = (flat > black).sum(1, keepdim=True)
+    k = (ex > black).sum(1, keepdim=True)
+    order = flat.argsort(dim=1, stable=True)  # ascending: the m inked pixels come last
+    rank = torch.arange(size, device=flat.device).expand(n, size) - (size - m)
+    q = ((rank.clamp(min=0) + 0.5) * k / m.clamp(min=1)).floor().long()
+    levels = ex.sort(1).values.gather(1, (size - k + q).clamp(max=size - 1))
+    new = torch.where((rank >= 0) & (k > 0), levels, flat.gather(1, order))
+    return torch.empty_like(flat).scatter_(1, order, new).reshape(images.shape)
+
+
+def exemplars_for(labels, real_labels, seed: int):
+    """For each label, the index of a real image of that label drawn at random (any real image
+    where the label has none)."""
+    rng = np.random.default_rng(seed)
+    labels, real_labels = np.asarray(labels), np.asarray(real_labels)
+    picks = rng.integers(len(real_labels), size=len(labels))  # the fallback
+    for c in np.unique(labels):
+        mine, theirs = np.flatnonzero(labels == c), np.flatnonzero(real_labels == c)
+        if len(theirs):
+            picks[mine] = theirs[rng.integers(len(theirs), size=len(mine))]
+    return picks
+
+
+def match_to_real(images: np.ndarray, labels, real: np.ndarray, real_labels, seed: int) -> np.ndarray:
+    """uint8 images, each with its levels matched to a real image of its label (match_levels)."""
+    import torch
+
+    pick = exemplars_for(labels, real_labels, seed)
+    out = match_levels(torch.as_tensor(images).float(), torch.as_tensor(real[pick]).float())
+    return out.round().clamp(0, 255).to(torch.uint8).numpy()

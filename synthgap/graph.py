@@ -153,24 +153,26 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
                         f"got {ref['ada_target']}")
     add_oracle(add, cfg)
     oracle = {"oracle_width": oracle_params(cfg)["width"]}
+    match = {"match_levels": ref["match_levels"]}
+    trained = {k: v for k, v in ref.items() if k not in match}  # matching follows training
     for b in e["budgets"]:
         for seed, suffix in refiner_seeds(cfg):
             add(budget_stage(b, seed))
             inputs = {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts",
                       "oracle": "oracle"}
             if mixtures & {"tone", "real+tone"}:
-                add(dag.Stage(f"tone/b{b}{suffix}", st.tone, {"budget": b, "seed": seed, **oracle},
-                              inputs))
+                add(dag.Stage(f"tone/b{b}{suffix}", st.tone,
+                              {"budget": b, "seed": seed, **oracle, **match}, inputs))
             if not mixtures & {"gan", "real+gan"}:
                 continue
             add(dag.Stage(f"train_refiner/b{b}{suffix}", st.train_refiner,
-                          {**ref, "budget": b, "seed": seed},
+                          {**trained, "budget": b, "seed": seed},
                           {"budget": inputs["budget"], "synthetic": "render_fonts",
                            **({"split": "split"} if ref["val_images"] > 0 else {})}))
             add(dag.Stage(f"refine/b{b}{suffix}", st.refine,
-                          {"budget": b, "seed": seed, "variants": ref["variants"], **oracle},
-                          {"synthetic": "render_fonts", "oracle": "oracle",
-                           "refiner": f"train_refiner/b{b}{suffix}"}))
+                          {"budget": b, "seed": seed, "variants": ref["variants"], **oracle,
+                           **match},
+                          {**inputs, "refiner": f"train_refiner/b{b}{suffix}"}))
 
 
 def add_gaps(add, stages: dict, cfg: dict) -> None:

@@ -166,9 +166,30 @@ def fmt_ci(mean, low, high, digits=4) -> str:
     return f"{mean:.{digits}f} ({low:.{digits}f} – {high:.{digits}f})"
 
 
+def d_accuracy_lines(histories: dict[str, list[dict]]) -> list[str]:
+    """results.md's table of each refiner's discriminator accuracy over training."""
+    lines = ["", "## Discriminator accuracy", "",
+             "D_real's accuracy on real digits against refined renders at every log of training "
+             "(0.5: it no longer tells them apart): its range, its last value and the logs above "
+             "0.6; on real digits from outside every budget (`val_images`) and on those held out "
+             "of the budget (`holdout`; few at small budgets).", "",
+             "| refiner | logs | outside the budget | above 0.6 | held out of the budget | above 0.6 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, history in sorted(histories.items(),
+                                key=lambda kv: [int(p[1:]) for p in kv[0].split("/")[1:]]):
+        row = [name.removeprefix("train_refiner/"), str(len(history))]
+        for key in ("d_accuracy_val", "d_accuracy"):
+            values = [h[key] for h in history if key in h]
+            row += ([f"{min(values):.3f}–{max(values):.3f} ({values[-1]:.3f})",
+                     str(sum(v > 0.6 for v in values))] if values else ["", ""])
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
-                     refiners: dict, tones: dict, note: str = "") -> str:
-    """results.md: the error, gap and retention tables of a finished run."""
+                     refiners: dict, tones: dict, note: str = "",
+                     histories: dict | None = None) -> str:
+    """results.md: the error, gap, retention and discriminator tables of a finished run."""
     budgets = sorted({int(r["budget"]) for r in summary})
     lines = [f"# Results of `{experiment}`", "",
              note or f"Written by `pipeline report {experiment}` from the run's cached stages.", "",
@@ -210,6 +231,8 @@ def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
             for budget, m in sorted(found.items()):
                 lines.append(f"| {source} | {budget} | "
                              + " | ".join(f"{m[k]:.4f}" if k in m else "" for k, _ in keys) + " |")
+    if histories:
+        lines += d_accuracy_lines(histories)
     return "\n".join(lines) + "\n"
 
 
@@ -278,7 +301,8 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
         writer.add_image(f"samples/{name}", grid)
     writer.close()
     (out / "results.md").write_text(results_markdown(experiment, summary, gaps or [],
-                                                     refiners or {}, tones or {}))
+                                                     refiners or {}, tones or {},
+                                                     histories=histories))
     return summary
 
 

@@ -228,8 +228,18 @@ def retention(oracle, renders: ImageSet, changed: np.ndarray, device) -> dict:
                 renders.images, (copies, 1, 1, 1))).mean() / 255)}
 
 
+def matched_levels(images: np.ndarray, labels: np.ndarray, inputs, seed: int) -> np.ndarray:
+    """`refiner.match_levels`: each image's inked grey levels become, quantile for quantile, those
+    of a real budget image of its label drawn at random (renderers/tone.py)."""
+    from renderers.tone import match_to_real
+
+    real = load_imageset(Path(inputs["budget"]) / "budget.npz")
+    return match_to_real(images, labels, real.images, real.labels, seed)
+
+
 def refine(params, inputs, out, ctx):
-    """G applied to every font render (`variants` times, each with its own noise); the oracle's
+    """G applied to every font render (`variants` times, each with its own noise), with
+    `match_levels` each one's grey levels then matched to a real budget image's; the oracle's
     label retention on the refined images."""
     from classifiers.digits import resolve_device
     from gan.train import refine as apply
@@ -241,6 +251,8 @@ def refine(params, inputs, out, ctx):
     images = apply(G, fonts.images, device, progress=ctx.report, variants=params["variants"],
                    seed=params["seed"])
     labels = np.tile(fonts.labels, params["variants"])
+    if params["match_levels"]:
+        images = matched_levels(images, labels, inputs, params["seed"])
     save_imageset(ImageSet(images, labels, {"source": f"refined-b{params['budget']}", **params}),
                   out / "refined.npz")
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
@@ -249,7 +261,8 @@ def refine(params, inputs, out, ctx):
 
 def tone(params, inputs, out, ctx):
     """The tone-curve baseline: every font render through the monotone lookup table that matches
-    its grey levels to the budget's real images (renderers/tone.py); the oracle's retention."""
+    its grey levels to the budget's real images (renderers/tone.py), with `match_levels` then each
+    one's to a real budget image's of its digit; the oracle's retention."""
     from classifiers.digits import resolve_device
     from renderers.tone import apply_tone_curve, fit_tone_curve
 
@@ -258,6 +271,8 @@ def tone(params, inputs, out, ctx):
     real = load_imageset(Path(inputs["budget"]) / "budget.npz")
     curve = fit_tone_curve(fonts.images, real.images)
     images = apply_tone_curve(fonts.images, curve)
+    if params["match_levels"]:
+        images = matched_levels(images, fonts.labels, inputs, params["seed"])
     save_imageset(ImageSet(images, fonts.labels, {"source": f"tone-b{params['budget']}", **params}),
                   out / "tone.npz")
     (out / "curve.json").write_text(json.dumps(curve.tolist()))

@@ -53,13 +53,13 @@ def test_unknown_experiment_and_list_and_dag():
     text = pipeline("dag", "smoke").stdout.splitlines()
     assert text[0] == "mnist" and any(line.startswith("report  <- ") for line in text)
     mermaid = pipeline("dag", "mnist-sweep", "--format", "mermaid").stdout
-    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 494  # see below
+    assert mermaid.startswith("graph LR") and mermaid.count("-->") == 498  # see below
     # 1 mnist->split, 12 split->budget, 96 cells x (budget, mnist), 84 synthetic sources->cells
     # (7 mixtures x 12), 3 fonts->composites, 2 into oracle, 4 tone x (budget, fonts, oracle),
-    # 4 refiners x (budget, fonts, split), 4 refine x (refiner, fonts, oracle), 12 gap stages x
-    # (source, split, oracle) + the control's (split, oracle), 126 into report (96 cells, 29
-    # render, tone, refiner and gap stages, split)
-    assert 1 + 12 + 192 + 84 + 3 + 2 + 12 + 12 + 12 + 38 + 126 == 494
+    # 4 refiners x (budget, fonts, split), 4 refine x (refiner, budget, fonts, oracle), 12 gap
+    # stages x (source, split, oracle) + the control's (split, oracle), 126 into report (96 cells,
+    # 29 render, tone, refiner and gap stages, split)
+    assert 1 + 12 + 192 + 84 + 3 + 2 + 12 + 12 + 16 + 38 + 126 == 498
     per_seed = pipeline("dag", "mnist-sweep", "--set", "refiner.per_seed=true").stdout.splitlines()
     for b in (55, 385, 5500, 38500):
         for s in (0, 1, 2):

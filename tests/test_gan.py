@@ -316,6 +316,33 @@ def test_tone_curve_is_monotone_and_maps_the_real_images_onto_themselves():
     assert np.abs(np.quantile(toned, q) - np.quantile(real, q)).max() <= 3
 
 
+def test_match_levels_gives_each_image_its_exemplars_levels_and_keeps_its_shape():
+    from renderers.tone import exemplars_for, match_levels, match_to_real
+    rng = np.random.default_rng(0)
+    real = (rng.beta(0.3, 0.6, (30, 1, 28, 28)) * 255).astype(np.uint8)
+    real[real < 40] = 0
+    as_float = torch.as_tensor(real).float()
+    assert torch.equal(match_levels(as_float, as_float), as_float)  # matched to itself: unchanged
+    renders = (rng.random((30, 1, 28, 28)) ** 3 * 255).astype(np.uint8)
+    renders[:, :, :4] = 0
+    out = match_levels(torch.as_tensor(renders).float(), as_float).numpy().astype(np.uint8)
+    for r, o, e in zip(renders.reshape(30, -1), out.reshape(30, -1), real.reshape(30, -1)):
+        assert np.array_equal(o > 0, r > 0)  # the same pixels inked, black left black
+        by_level = o[np.argsort(r, kind="stable")].astype(int)
+        assert np.all(np.diff(by_level) >= 0)  # a brighter pixel is never made darker
+        assert set(np.unique(o[o > 0])) <= set(np.unique(e[e > 0]))  # the exemplar's levels
+        assert abs(np.median(o[o > 0]) - np.median(e[e > 0])) <= 1 + np.ptp(e[e > 0]) * 0.05
+    blank = torch.zeros(1, 1, 28, 28)
+    assert torch.equal(match_levels(torch.as_tensor(renders[:1]).float(), blank),
+                       torch.as_tensor(renders[:1]).float())  # no ink to copy: left alone
+    labels, real_labels = np.arange(20) % 3, np.array([0, 1, 0, 1, 5])
+    picks = exemplars_for(labels, real_labels, 0)
+    assert np.all(real_labels[picks[labels < 2]] == labels[labels < 2])  # an image of its digit
+    assert np.array_equal(picks, exemplars_for(labels, real_labels, 0))
+    toned = match_to_real(renders[:20], labels, real[:5], real_labels, 0)
+    assert toned.dtype == np.uint8 and np.array_equal(toned > 0, renders[:20] > 0)
+
+
 def test_output_heads_reach_what_they_say():
     x = torch.linspace(-5, 5, 401)
     black, clip, tanh = (HEADS[h]()(x) for h in ("black", "clip", "tanh"))

@@ -260,6 +260,9 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     results_md = (published(work) / "results.md").read_text()
     assert "| real+gan | " in results_md and "## Real/synthetic gap" in results_md
     assert "| refined | 20 | " in results_md
+    d_row = next(line for line in results_md.splitlines() if line.startswith("| b20 | "))
+    logs, outside, _, held, _ = (c.strip() for c in d_row.split("|")[2:7])
+    assert int(logs) >= 1 and "–" in outside and "–" in held  # both measures, every log
     assert {"samples/real", "samples/font", "samples/composite-hard", "samples/composite-poisson",
             "samples/composite-gaussian", "samples/refined-b20", "samples/tone-b20",
             "error_vs_data"} \
