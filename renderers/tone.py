@@ -75,10 +75,16 @@ def exemplars_for(labels, real_labels, seed: int):
     return picks
 
 
-def match_to_real(images: np.ndarray, labels, real: np.ndarray, real_labels, seed: int) -> np.ndarray:
-    """uint8 images, each with its levels matched to a real image of its label (match_levels)."""
+def match_to_real(images: np.ndarray, labels, real: np.ndarray, real_labels, seed: int,
+                  chunk: int = 10000) -> np.ndarray:
+    """uint8 images, each with its levels matched to a real image of its label (match_levels),
+    `chunk` images at a time to bound the memory of the sort."""
     import torch
 
     pick = exemplars_for(labels, real_labels, seed)
-    out = match_levels(torch.as_tensor(images).float(), torch.as_tensor(real[pick]).float())
-    return out.round().clamp(0, 255).to(torch.uint8).numpy()
+    out = np.empty_like(images)
+    for i in range(0, len(images), chunk):
+        done = match_levels(torch.as_tensor(images[i:i + chunk]).float(),
+                            torch.as_tensor(real[pick[i:i + chunk]]).float())
+        out[i:i + chunk] = done.round().clamp(0, 255).to(torch.uint8).numpy()
+    return out

@@ -341,6 +341,8 @@ def test_match_levels_gives_each_image_its_exemplars_levels_and_keeps_its_shape(
     assert np.array_equal(picks, exemplars_for(labels, real_labels, 0))
     toned = match_to_real(renders[:20], labels, real[:5], real_labels, 0)
     assert toned.dtype == np.uint8 and np.array_equal(toned > 0, renders[:20] > 0)
+    assert np.array_equal(match_to_real(renders[:20], labels, real[:5], real_labels, 0, chunk=7),
+                          toned)  # in chunks or at once, the same images
 
 
 def test_output_heads_reach_what_they_say():
