@@ -120,6 +120,11 @@ def gap_figure(gaps: list[dict]):
     return fig
 
 
+def budget_then_seed(name: str) -> list[int]:
+    """Sort key of a refiner stage's name: train_refiner/b385/s1 -> [385, 1]."""
+    return [int(part[1:]) for part in name.split("/")[1:]]
+
+
 def d_accuracy_figure(histories: dict[str, list[dict]]):
     """Each refiner's discriminator accuracy on held-out real images against refined renders, over
     training steps: on real images from outside the budget (solid) and on those held out of the
@@ -130,9 +135,6 @@ def d_accuracy_figure(histories: dict[str, list[dict]]):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    def budget_then_seed(name):
-        return [int(part[1:]) for part in name.split("/")[1:]]
-
     for name, history in sorted(histories.items(), key=lambda kv: budget_then_seed(kv[0])):
         label, colour = name.removeprefix("train_refiner/"), None
         for key, style, where in (("d_accuracy_val", "-", "outside the budget"),
@@ -175,8 +177,7 @@ def d_accuracy_lines(histories: dict[str, list[dict]]) -> list[str]:
              "of the budget (`holdout`; few at small budgets).", "",
              "| refiner | logs | outside the budget | above 0.6 | held out of the budget | above 0.6 |",
              "|---|---:|---:|---:|---:|---:|"]
-    for name, history in sorted(histories.items(),
-                                key=lambda kv: [int(p[1:]) for p in kv[0].split("/")[1:]]):
+    for name, history in sorted(histories.items(), key=lambda kv: budget_then_seed(kv[0])):
         row = [name.removeprefix("train_refiner/"), str(len(history))]
         for key in ("d_accuracy_val", "d_accuracy"):
             values = [h[key] for h in history if key in h]

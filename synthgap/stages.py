@@ -228,15 +228,6 @@ def retention(oracle, renders: ImageSet, changed: np.ndarray, device) -> dict:
                 renders.images, (copies, 1, 1, 1))).mean() / 255)}
 
 
-def matched_levels(images: np.ndarray, labels: np.ndarray, inputs, seed: int) -> np.ndarray:
-    """`refiner.match_levels`: each image's inked grey levels become, quantile for quantile, those
-    of a real budget image of its label drawn at random (renderers/tone.py)."""
-    from renderers.tone import match_to_real
-
-    real = load_imageset(Path(inputs["budget"]) / "budget.npz")
-    return match_to_real(images, labels, real.images, real.labels, seed)
-
-
 def refine(params, inputs, out, ctx):
     """G applied to every font render (`variants` times, each with its own noise), with
     `match_levels` each one's grey levels then matched to a real budget image's; the oracle's
@@ -251,8 +242,10 @@ def refine(params, inputs, out, ctx):
     images = apply(G, fonts.images, device, progress=ctx.report, variants=params["variants"],
                    seed=params["seed"])
     labels = np.tile(fonts.labels, params["variants"])
-    if params["match_levels"]:
-        images = matched_levels(images, labels, inputs, params["seed"])
+    if params["match_levels"]:  # each image's grey levels a real budget image's of its digit
+        from renderers.tone import match_to_real
+        real = load_imageset(Path(inputs["budget"]) / "budget.npz")
+        images = match_to_real(images, labels, real.images, real.labels, params["seed"])
     save_imageset(ImageSet(images, labels, {"source": f"refined-b{params['budget']}", **params}),
                   out / "refined.npz")
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
@@ -264,7 +257,7 @@ def tone(params, inputs, out, ctx):
     its grey levels to the budget's real images (renderers/tone.py), with `match_levels` then each
     one's to a real budget image's of its digit; the oracle's retention."""
     from classifiers.digits import resolve_device
-    from renderers.tone import apply_tone_curve, fit_tone_curve
+    from renderers.tone import apply_tone_curve, fit_tone_curve, match_to_real
 
     device = resolve_device(ctx.device)
     fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
@@ -272,7 +265,7 @@ def tone(params, inputs, out, ctx):
     curve = fit_tone_curve(fonts.images, real.images)
     images = apply_tone_curve(fonts.images, curve)
     if params["match_levels"]:
-        images = matched_levels(images, fonts.labels, inputs, params["seed"])
+        images = match_to_real(images, fonts.labels, real.images, real.labels, params["seed"])
     save_imageset(ImageSet(images, fonts.labels, {"source": f"tone-b{params['budget']}", **params}),
                   out / "tone.npz")
     (out / "curve.json").write_text(json.dumps(curve.tolist()))
