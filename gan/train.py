@@ -86,6 +86,8 @@ class RefinerConfig:
     match_levels: bool = True    # then each refined and each toned render's inked grey levels
                                  # become those of a real budget image of its digit, quantile for
                                  # quantile (renderers/tone.py match_levels; shape untouched)
+    match_nearest: float = 0.1   # that image drawn from this share of its digit's real images
+                                 # nearest in inked pixels (1: any image of the digit)
     variants: int = 1            # refined variants drawn per render (each with its own warp noise)
     per_seed: bool = False       # one refiner per seed's budget (false: the first seed's serves all)
     log_every: int = 100

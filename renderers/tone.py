@@ -10,7 +10,8 @@ image's brightest pixels on a plateau at one level of 252-254, a level of its ow
 `match_levels` is the same quantile matching done per image, against one real exemplar each: an
 image's inked pixels (above black), in order of level, take the exemplar's inked levels at the same
 quantiles. It keeps the image's ink and the order of its levels, so its shape, and it leaves
-black alone."""
+black alone. The exemplar is a real image of the same digit with about as many inked pixels
+(`exemplars_for`): a thin stroke's levels do not fit a wide one."""
 
 from __future__ import annotations
 
@@ -62,26 +63,42 @@ def match_levels(images, exemplars, black: float = 0.0):
     return torch.empty_like(flat).scatter_(1, order, new).reshape(images.shape)
 
 
-def exemplars_for(labels, real_labels, seed: int):
+def exemplars_for(labels, real_labels, seed: int, ink=None, real_ink=None, nearest: float = 1.0):
     """For each label, the index of a real image of that label drawn at random (any real image
-    where the label has none)."""
+    where the label has none). With `ink` and `real_ink` (inked pixels per image) and `nearest`
+    < 1, the draw is from the `nearest` share of that label's real images (at least one) nearest
+    in ink: the window of that many in ink order centred where the image's own ink falls."""
     rng = np.random.default_rng(seed)
     labels, real_labels = np.asarray(labels), np.asarray(real_labels)
     picks = rng.integers(len(real_labels), size=len(labels))  # the fallback
     for c in np.unique(labels):
         mine, theirs = np.flatnonzero(labels == c), np.flatnonzero(real_labels == c)
-        if len(theirs):
+        if not len(theirs):
+            continue
+        if ink is None or nearest >= 1:
             picks[mine] = theirs[rng.integers(len(theirs), size=len(mine))]
+            continue
+        theirs = theirs[np.argsort(np.asarray(real_ink)[theirs], kind="stable")]
+        n, w = len(theirs), max(1, round(nearest * len(theirs)))
+        at = np.searchsorted(np.asarray(real_ink)[theirs], np.asarray(ink)[mine])
+        start = np.clip(at - w // 2, 0, n - w)
+        picks[mine] = theirs[start + rng.integers(w, size=len(mine))]
     return picks
 
 
+def inked(images: np.ndarray) -> np.ndarray:
+    """Pixels above black, per image."""
+    return (np.asarray(images).reshape(len(images), -1) > 0).sum(1)
+
+
 def match_to_real(images: np.ndarray, labels, real: np.ndarray, real_labels, seed: int,
-                  chunk: int = 10000) -> np.ndarray:
-    """uint8 images, each with its levels matched to a real image of its label (match_levels),
-    `chunk` images at a time to bound the memory of the sort."""
+                  nearest: float = 1.0, chunk: int = 10000) -> np.ndarray:
+    """uint8 images, each with its levels matched to a real image of its label (match_levels), drawn
+    from the `nearest` share of them nearest in ink (exemplars_for); `chunk` images at a time to
+    bound the memory of the sort."""
     import torch
 
-    pick = exemplars_for(labels, real_labels, seed)
+    pick = exemplars_for(labels, real_labels, seed, inked(images), inked(real), nearest)
     out = np.empty_like(images)
     for i in range(0, len(images), chunk):
         done = match_levels(torch.as_tensor(images[i:i + chunk]).float(),

@@ -153,7 +153,10 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
                         f"got {ref['ada_target']}")
     add_oracle(add, cfg)
     oracle = {"oracle_width": oracle_params(cfg)["width"]}
-    match = {"match_levels": ref["match_levels"]}
+    if not 0 < ref["match_nearest"] <= 1:
+        raise UserError(f"refiner.match_nearest must be in (0, 1] (a share of each digit's real "
+                        f"images; 1: any of them), got {ref['match_nearest']}")
+    match = {k: ref[k] for k in ("match_levels", "match_nearest")}
     trained = {k: v for k, v in ref.items() if k not in match}  # matching follows training
     for b in e["budgets"]:
         for seed, suffix in refiner_seeds(cfg):

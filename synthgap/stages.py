@@ -230,8 +230,8 @@ def retention(oracle, renders: ImageSet, changed: np.ndarray, device) -> dict:
 
 def refine(params, inputs, out, ctx):
     """G applied to every font render (`variants` times, each with its own noise), with
-    `match_levels` each one's grey levels then matched to a real budget image's; the oracle's
-    label retention on the refined images."""
+    `match_levels` each one's grey levels then matched to a real budget image's of like ink; the
+    oracle's label retention on the refined images."""
     from classifiers.digits import resolve_device
     from gan.train import refine as apply
     from gan.weights import load_generator
@@ -245,7 +245,8 @@ def refine(params, inputs, out, ctx):
     if params["match_levels"]:  # each image's grey levels a real budget image's of its digit
         from renderers.tone import match_to_real
         real = load_imageset(Path(inputs["budget"]) / "budget.npz")
-        images = match_to_real(images, labels, real.images, real.labels, params["seed"])
+        images = match_to_real(images, labels, real.images, real.labels, params["seed"],
+                               params["match_nearest"])
     save_imageset(ImageSet(images, labels, {"source": f"refined-b{params['budget']}", **params}),
                   out / "refined.npz")
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
@@ -265,7 +266,8 @@ def tone(params, inputs, out, ctx):
     curve = fit_tone_curve(fonts.images, real.images)
     images = apply_tone_curve(fonts.images, curve)
     if params["match_levels"]:
-        images = match_to_real(images, fonts.labels, real.images, real.labels, params["seed"])
+        images = match_to_real(images, fonts.labels, real.images, real.labels, params["seed"],
+                               params["match_nearest"])
     save_imageset(ImageSet(images, fonts.labels, {"source": f"tone-b{params['budget']}", **params}),
                   out / "tone.npz")
     (out / "curve.json").write_text(json.dumps(curve.tolist()))

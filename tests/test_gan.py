@@ -345,6 +345,24 @@ def test_match_levels_gives_each_image_its_exemplars_levels_and_keeps_its_shape(
                           toned)  # in chunks or at once, the same images
 
 
+def test_exemplars_of_like_ink_come_from_the_nearest_share_of_the_digit():
+    from renderers.tone import exemplars_for
+    real_labels = np.repeat([0, 1], 100)
+    real_ink = np.r_[np.arange(100) * 3, np.arange(100) * 3][np.random.default_rng(1).permutation(200)]
+    real_labels = real_labels[np.random.default_rng(1).permutation(200)]
+    labels, ink = np.arange(400) % 2, np.random.default_rng(2).integers(15, 285, 400)
+    picks = exemplars_for(labels, real_labels, 0, ink, real_ink, 0.1)
+    assert np.all(real_labels[picks] == labels)
+    # ten images of the digit in ink order, centred on the image's ink: within 6 steps of 3 pixels
+    assert np.abs(real_ink[picks] - ink).max() <= 18
+    assert len(np.unique(picks)) > 100  # still a draw, not one image per ink
+    nearest = exemplars_for(labels, real_labels, 0, ink, real_ink, 0.001)  # a window of one
+    assert np.abs(real_ink[nearest] - ink).max() <= 3
+    anywhere = exemplars_for(labels, real_labels, 0, ink, real_ink, 1.0)
+    assert np.array_equal(anywhere, exemplars_for(labels, real_labels, 0))  # 1: ink plays no part
+    assert np.abs(real_ink[anywhere] - ink).mean() > 50
+
+
 def test_output_heads_reach_what_they_say():
     x = torch.linspace(-5, 5, 401)
     black, clip, tanh = (HEADS[h]()(x) for h in ("black", "clip", "tanh"))
