@@ -8,9 +8,10 @@ rotated and thickened there, cropped to its ink, scaled to fit a 20×20 box keep
 
 A share of the renders (`pen`) is drawn as a pen would: the glyph is thinned to its centre line,
 short side branches (serifs) are pruned and the line is redrawn with a round pen, which removes the
-thick/thin contrast of type. A share of the 1s, 4s, 6s and 9s (`hand`) is drawn as most hands write
+thick/thin contrast of type. A share of the 1s, 2s, 4s, 6s and 9s (`hand`) is drawn as hands write
 them (HAND_FORMS): a classifier taught only the type forms reads handwriting wrong (a closed 4 as a
-9, a 1 with a foot as a 2, a 6 whose bowl fills two thirds of it as a 0 or an 8).
+9, a 1 with a foot as a 2, a looped 2 as a 3 or an 8, a 6 whose bowl fills two thirds of it as a 0 or
+an 8, a straight-stemmed 9 as a 4 or a 7).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from renderers.pen import (bare_one, disk_dilate, open_four, prune, small_loop_nine, small_loop_six,
-                           thin)
+from renderers.pen import (bare_one, disk_dilate, looped_two, open_four, prune, small_loop_nine,
+                           small_loop_six, thin)
 
 DIGITS = "0123456789"
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -212,7 +213,7 @@ class FontsConfig:
     width_max: float = 3.4     # font is thinned or thickened to it (renders then measure like MNIST)
     pen: float = 0.5           # share drawn with a round pen along the glyph's centre line
     prune: int = 8             # pen renders: side branches up to this many pixels (of 64) are cut
-    hand: float = 0.8          # share of 1s, 4s, 6s, 9s drawn as hands write them (renderers/pen.py)
+    hand: float = 0.8          # share of 1s, 2s, 4s, 6s, 9s drawn as hands write them (renderers/pen.py)
     shear: float = 0.3         # slant: x += shear * y, uniform in [-shear, shear]
     rotate: float = 12.0       # degrees
     box_min: float = 17.0      # the glyph is fitted in a box of this many pixels (MNIST: 20)
@@ -276,8 +277,8 @@ def stroke_for(path: str, digit: int, target: float, box: float) -> int:
 
 
 # ------------------------------------------------------------------------------ pen rendering
-# digit -> its skeleton redrawn as most hands write it
-HAND_FORMS = {1: bare_one, 4: open_four, 6: small_loop_six, 9: small_loop_nine}
+# digit -> its skeleton redrawn as hands write it
+HAND_FORMS = {1: bare_one, 2: looped_two, 4: open_four, 6: small_loop_six, 9: small_loop_nine}
 _skeletons: dict = {}
 _pens: dict = {}
 

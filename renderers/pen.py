@@ -1,5 +1,5 @@
 """Skeleton operations for pen renders: Zhang–Suen thinning, pruning of short side branches, a round
-pen, and the hand forms of a type 1, 4, 6 and 9 (binary numpy images; True is ink)."""
+pen, and the hand forms of a type 1, 2, 4, 6 and 9 (binary numpy images; True is ink)."""
 
 from __future__ import annotations
 
@@ -188,5 +188,50 @@ def small_loop_six(skeleton: np.ndarray, loop: float = 0.4) -> np.ndarray:
 
 
 def small_loop_nine(skeleton: np.ndarray) -> np.ndarray:
-    """A type 9, a 6 turned half round: its loop squeezed into the upper part (`small_loop_six`)."""
-    return np.rot90(small_loop_six(np.rot90(skeleton, 2)), 2).copy()
+    """A type 9, a 6 turned half round: its loop squeezed into the upper part (`small_loop_six`),
+    then its tail, which type curls to the left, drawn as most hands draw it: straight down from
+    the loop's right side (`straight_tail`)."""
+    return straight_tail(np.rot90(small_loop_six(np.rot90(skeleton, 2)), 2).copy())
+
+
+def straight_tail(skeleton: np.ndarray) -> np.ndarray:
+    """A 9's stroke below its loop replaced by a straight one from the loop's rightmost pixel at
+    its lowest row down to the skeleton's bottom row, upright. A skeleton without a loop, or
+    whose loop reaches the bottom, is returned unchanged."""
+    inside = holes(skeleton)
+    ys, xs = np.nonzero(skeleton)
+    if not inside.any() or len(ys) < 10:
+        return skeleton
+    bottom = int(ys.max())
+    loop_bottom = int(np.nonzero(inside)[0].max()) + 1  # the loop's own lowest row
+    if bottom - loop_bottom < 3:
+        return skeleton
+    near = np.abs(ys - loop_bottom) <= 1
+    x = int(xs[near].max())
+    out = skeleton.copy()
+    out[loop_bottom + 1:] = False
+    line_pixels(out, loop_bottom, x, bottom, x)
+    return out
+
+
+def looped_two(skeleton: np.ndarray, size: float = 0.14) -> np.ndarray:
+    """A type 2 (its diagonal meets the base at a sharp corner) redrawn as many hands write it: a
+    loop at the corner, of radius `size` times the height, hanging up and left of it, where the
+    stroke turns from the diagonal into the base. The corner is the leftmost pixel of the lowest
+    sixth. The canvas grows to hold the loop. A skeleton of under 10 pixels is returned unchanged."""
+    ys, xs = np.nonzero(skeleton)
+    if len(ys) < 10:
+        return skeleton
+    top, bottom = ys.min(), ys.max()
+    r = size * (bottom - top + 1)
+    pad = int(np.ceil(2 * r)) + 2
+    out = np.pad(skeleton, pad)
+    low = ys >= bottom - (bottom - top + 1) / 6
+    corner = int(np.argmin(np.where(low, xs, np.iinfo(xs.dtype).max)))
+    yc, xc = ys[corner] + pad, xs[corner] + pad
+    cy, cx = yc - 0.6 * r, xc - 0.8 * r  # the centre: the circle passes through the corner
+    t = np.linspace(0, 2 * np.pi, 33)
+    py, px = cy + r * np.sin(t), cx + r * np.cos(t)
+    for i in range(len(t) - 1):
+        line_pixels(out, py[i], px[i], py[i + 1], px[i + 1])
+    return out

@@ -13,7 +13,8 @@ from renderers import composite as comp
 from renderers.augment import coverage, elastic
 from renderers.fonts import (center_of_mass, check_font, discover, cached_glyph, matplotlib_fonts,
                              normalise, pen_glyph, render_digits, stroke_width)
-from renderers.pen import bare_one, holes, open_four, prune, small_loop_nine, small_loop_six, thin
+from renderers.pen import (bare_one, holes, looped_two, open_four, prune, small_loop_nine, small_loop_six,
+                          straight_tail, thin)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -236,6 +237,32 @@ def test_small_loop_six_and_nine(fonts, digit):
     line = np.zeros((40, 40), bool)
     line[5:35, 20] = True
     assert np.array_equal(hand(line), line)
+
+
+def test_small_loop_nine_has_a_straight_tail(fonts):
+    for path in fonts:
+        drawn = small_loop_nine(skeleton(path, 9))
+        ys, xs = np.nonzero(drawn)
+        below = ys > np.nonzero(holes(drawn))[0].max() + 1
+        assert below.any() and drawn[ys[below].min():].sum(1).max() <= 1, path  # one line
+        assert np.ptp(xs[below]) == 0, path                                              # upright
+    line = np.zeros((40, 40), bool)
+    line[5:35, 20] = True
+    assert np.array_equal(straight_tail(line), line)
+
+
+def test_looped_two_has_a_loop_at_its_bottom_left(fonts):
+    for path in fonts:
+        typed = skeleton(path, 2)
+        drawn = looped_two(typed)
+        assert not holes(typed).any(), path                 # type: no loop
+        inside = np.nonzero(holes(drawn))
+        assert len(inside[0]) > 10, path                     # hand: a loop ...
+        ys, xs = np.nonzero(drawn)
+        assert inside[0].mean() > ys.min() + 0.7 * np.ptp(ys), path   # ... low
+        assert inside[1].mean() < xs.min() + 0.4 * np.ptp(xs), path   # ... and on the left
+        assert drawn.any(1).sum() >= typed.any(1).sum(), path         # as tall as the 2
+    assert np.array_equal(looped_two(np.zeros((40, 40), bool)), np.zeros((40, 40), bool))
 
 
 def edge_gradient(img, mask):

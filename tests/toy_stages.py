@@ -31,7 +31,9 @@ def double(params, inputs, out, ctx):
 
 def sleeper(params, inputs, out, ctx):
     """Say which process runs it, then sleep: a stage to kill the runner under."""
-    Path(params["pid_file"]).write_text(str(os.getpid()))
+    tmp = Path(params["pid_file"] + ".tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.replace(params["pid_file"])  # whole or absent: the test reads it while this runs
     time.sleep(params["seconds"])
     return {}
 
@@ -51,6 +53,8 @@ def doubles(params_list, inputs_list, outs, ctx):
 
 def slow_source(params, inputs, out, ctx):
     """`source` that first says which process runs it and sleeps: a stage to kill a worker under."""
-    Path(params["pid_file"]).write_text(str(os.getpid()))
+    tmp = Path(params["pid_file"] + ".tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.replace(params["pid_file"])  # whole or absent: the test reads it while this runs
     time.sleep(params["seconds"])
     return source(params, inputs, out, ctx)
