@@ -1,11 +1,13 @@
-"""Validation error of the mixed classify cells in a workspace: each cell's model scored on the
-split's held-out training digits (never trained on by any cell, and not the MNIST test set), as a
-markdown table by mixture, budget and synthetic fraction, mean over seeds. Run variants of a study
-with `--set experiment.synthetic_fraction=F --name ...` into one workspace first; choose the
-fraction on this table.
+"""Validation error of the classify cells in a workspace: each cell's model scored on the split's
+held-out training digits (never trained on by any cell, and not the MNIST test set), as a markdown
+table by mixture, budget, synthetic fraction and synthetic source, mean over seeds. Run variants of
+a study with `--set KEY=VALUE --name ...` into one workspace first (a synthetic fraction, or a
+renderer's knob or code, whose renders then have another cache key); choose on this table.
 
     python benchmarks/validation_error.py --workdir runs/mnist-sweep [--budgets 55 385]
-        [--mixtures real+font real+gan]
+        [--mixtures real+font real+gan] [--per-class]
+
+Without --mixtures, the mixed cells alone; --per-class adds each digit's validation error.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--budgets", type=int, nargs="*", help="only these budgets (default: all)")
     parser.add_argument("--mixtures", nargs="*", help="only these mixtures (default: all mixed ones)")
+    parser.add_argument("--per-class", action="store_true", help="each digit's validation error too")
     args = parser.parse_args()
-    from classifiers.digits import error_rate, load_model
+    from classifiers.digits import load_model, predict
     from synthgap.data.imageset import load_imageset
 
     splits = sorted((args.workdir / "cache" / "split").glob("*/holdout.npz"))
@@ -35,35 +38,45 @@ def main() -> int:
               "give the workspace of one study", file=sys.stderr)
         return 2
     holdout = load_imageset(splits[0])
+    labels = np.asarray(holdout.labels)
     torch.set_num_threads(1)
-    found = defaultdict(list)  # (mixture, budget, fraction) -> [(seed, validation, test)]
+    # (mixture, budget, fraction, synthetic source's key) -> [(validation, per digit, test)]
+    found = defaultdict(list)
     for meta_path in sorted((args.workdir / "cache" / "classify").glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
         p = meta["params"]
-        if ("synthetic_fraction" not in p or (args.budgets and p["budget"] not in args.budgets)
-                or (args.mixtures and p["mixture"] not in args.mixtures)):
+        wanted = p["mixture"] in args.mixtures if args.mixtures else "synthetic_fraction" in p
+        if not wanted or (args.budgets and p["budget"] not in args.budgets):
             continue
         model = load_model(meta_path.parent / "model.safetensors", p["width"])
-        error = error_rate(model, holdout.images, holdout.labels, torch.device("cpu"))
-        found[(p["mixture"], p["budget"], p["synthetic_fraction"])].append(
-            (p["seed"], error, meta["metrics"]["test_error"]))
+        wrong = predict(model, holdout.images, torch.device("cpu")).argmax(1) != labels
+        per_digit = [wrong[labels == d].mean() for d in range(10)]
+        source = meta.get("upstream", {}).get("synthetic", "")[:8] or "-"
+        found[(p["mixture"], p["budget"], p.get("synthetic_fraction", 1.0), source)].append(
+            (wrong.mean(), per_digit, meta["metrics"]["test_error"]))
     if not found:
-        print(f"error: no mixed classify cells in {args.workdir}/cache", file=sys.stderr)
+        print(f"error: no matching classify cells in {args.workdir}/cache", file=sys.stderr)
         return 2
-    print(f"Validation: the split's {len(holdout.labels):,} held-out training digits. "
+    print(f"Validation: the split's {len(labels):,} held-out training digits. "
           "Mean over seeds; the test error (MNIST test set) for reference only.\n")
-    print("| mixture | budget | synthetic fraction | seeds | validation error | test error |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for (mixture, budget, fraction), rows in sorted(found.items()):
-        print(f"| {mixture} | {budget:,} | {fraction:g} | {len(rows)} | "
-              f"{np.mean([v for _, v, _ in rows]):.4f} | {np.mean([t for _, _, t in rows]):.4f} |")
+    digits = "".join(f" {d} |" for d in range(10)) if args.per_class else ""
+    print(f"| mixture | budget | synthetic fraction | synthetic source | seeds | validation error "
+          f"| test error |{digits}")
+    print("|---|---:|---:|---|---:|---:|---:|" + "---:|" * (10 if args.per_class else 0))
+    for (mixture, budget, fraction, source), rows in sorted(found.items()):
+        per = np.mean([d for _, d, _ in rows], 0)
+        extra = "".join(f" {e:.3f} |" for e in per) if args.per_class else ""
+        print(f"| {mixture} | {budget:,} | {fraction:g} | {source} | {len(rows)} | "
+              f"{np.mean([v for v, _, _ in rows]):.4f} | {np.mean([t for _, _, t in rows]):.4f} |"
+              f"{extra}")
     by_fraction = defaultdict(list)
-    for (_, _, fraction), rows in found.items():
-        by_fraction[fraction].append(np.mean([v for _, v, _ in rows]))
-    print("\n| synthetic fraction | mean validation error over its mixtures and budgets above |")
-    print("|---:|---:|")
-    for fraction, values in sorted(by_fraction.items()):
-        print(f"| {fraction:g} | {np.mean(values):.4f} |")
+    for (_, _, fraction, _), rows in found.items():
+        by_fraction[fraction].append(np.mean([v for v, _, _ in rows]))
+    if len(by_fraction) > 1:
+        print("\n| synthetic fraction | mean validation error over its mixtures and budgets above |")
+        print("|---:|---:|")
+        for fraction, values in sorted(by_fraction.items()):
+            print(f"| {fraction:g} | {np.mean(values):.4f} |")
     return 0
 
 
