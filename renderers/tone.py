@@ -63,23 +63,28 @@ def match_levels(images, exemplars, black: float = 0.0):
     return torch.empty_like(flat).scatter_(1, order, new).reshape(images.shape)
 
 
+FEWEST_EXEMPLARS = 10  # exemplars of like ink are drawn from at least this many of a digit's images
+
+
 def exemplars_for(labels, real_labels, seed: int, ink=None, real_ink=None, nearest: float = 1.0):
     """For each label, the index of a real image of that label drawn at random (any real image
     where the label has none). With `ink` and `real_ink` (inked pixels per image) and `nearest`
-    < 1, the draw is from the `nearest` share of that label's real images (at least one) nearest
-    in ink: the window of that many in ink order centred where the image's own ink falls."""
+    < 1, the draw is from the `nearest` share of that label's real images nearest in ink, but from
+    at least FEWEST_EXEMPLARS of them (all, where it has fewer): the window of that many in ink
+    order centred where the image's own ink falls. (With one or two exemplars a digit, thousands
+    of renders would share their levels exactly, a tell of its own.)"""
     rng = np.random.default_rng(seed)
     labels, real_labels = np.asarray(labels), np.asarray(real_labels)
     picks = rng.integers(len(real_labels), size=len(labels))  # the fallback
     for c in np.unique(labels):
         mine, theirs = np.flatnonzero(labels == c), np.flatnonzero(real_labels == c)
-        if not len(theirs):
-            continue
-        if ink is None or nearest >= 1:
-            picks[mine] = theirs[rng.integers(len(theirs), size=len(mine))]
+        n = len(theirs)
+        w = n if ink is None else min(n, max(FEWEST_EXEMPLARS, round(nearest * n)))
+        if w == n:  # any of them (none: the fallback)
+            if n:
+                picks[mine] = theirs[rng.integers(n, size=len(mine))]
             continue
         theirs = theirs[np.argsort(np.asarray(real_ink)[theirs], kind="stable")]
-        n, w = len(theirs), max(1, round(nearest * len(theirs)))
         at = np.searchsorted(np.asarray(real_ink)[theirs], np.asarray(ink)[mine])
         start = np.clip(at - w // 2, 0, n - w)
         picks[mine] = theirs[start + rng.integers(w, size=len(mine))]
