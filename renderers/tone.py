@@ -75,6 +75,8 @@ def exemplars_for(labels, real_labels, seed: int, ink=None, real_ink=None, neare
     of renders would share their levels exactly, a tell of its own.)"""
     rng = np.random.default_rng(seed)
     labels, real_labels = np.asarray(labels), np.asarray(real_labels)
+    if ink is not None:
+        ink, real_ink = np.asarray(ink), np.asarray(real_ink)
     picks = rng.integers(len(real_labels), size=len(labels))  # the fallback
     for c in np.unique(labels):
         mine, theirs = np.flatnonzero(labels == c), np.flatnonzero(real_labels == c)
@@ -84,8 +86,8 @@ def exemplars_for(labels, real_labels, seed: int, ink=None, real_ink=None, neare
             if n:
                 picks[mine] = theirs[rng.integers(n, size=len(mine))]
             continue
-        theirs = theirs[np.argsort(np.asarray(real_ink)[theirs], kind="stable")]
-        at = np.searchsorted(np.asarray(real_ink)[theirs], np.asarray(ink)[mine])
+        theirs = theirs[np.argsort(real_ink[theirs], kind="stable")]
+        at = np.searchsorted(real_ink[theirs], ink[mine])
         start = np.clip(at - w // 2, 0, n - w)
         picks[mine] = theirs[start + rng.integers(w, size=len(mine))]
     return picks

@@ -29,11 +29,16 @@ def double(params, inputs, out, ctx):
     return {"value": value * 2}
 
 
+def say_pid(path: str) -> None:
+    """Write this process's id to `path`, whole or not at all: the test reads it while we run."""
+    tmp = Path(path + ".tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.replace(path)
+
+
 def sleeper(params, inputs, out, ctx):
     """Say which process runs it, then sleep: a stage to kill the runner under."""
-    tmp = Path(params["pid_file"] + ".tmp")
-    tmp.write_text(str(os.getpid()))
-    tmp.replace(params["pid_file"])  # whole or absent: the test reads it while this runs
+    say_pid(params["pid_file"])
     time.sleep(params["seconds"])
     return {}
 
@@ -53,8 +58,6 @@ def doubles(params_list, inputs_list, outs, ctx):
 
 def slow_source(params, inputs, out, ctx):
     """`source` that first says which process runs it and sleeps: a stage to kill a worker under."""
-    tmp = Path(params["pid_file"] + ".tmp")
-    tmp.write_text(str(os.getpid()))
-    tmp.replace(params["pid_file"])  # whole or absent: the test reads it while this runs
+    say_pid(params["pid_file"])
     time.sleep(params["seconds"])
     return source(params, inputs, out, ctx)
