@@ -11,7 +11,8 @@ short side branches (serifs) are pruned and the line is redrawn with a round pen
 thick/thin contrast of type. A share of the 1s, 2s, 4s, 6s and 9s (`hand`) is drawn as hands write
 them (HAND_FORMS): a classifier taught only the type forms reads handwriting wrong (a closed 4 as a
 9, a 1 with a foot as a 2, a looped 2 as a 3 or an 8, a 6 whose bowl fills two thirds of it as a 0 or
-an 8, a straight-stemmed 9 as a 4 or a 7).
+an 8, a straight-stemmed 9 as a 4 or a 7). The crossed 7 and the open 8 are hand forms that some
+hands write and others not: they take a share of `hand` (HAND_SHARE).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from renderers.pen import (bare_one, disk_dilate, looped_two, open_four, prune, small_loop_nine,
-                           small_loop_six, thin)
+from renderers.pen import (bare_one, crossed_seven, disk_dilate, looped_two, open_eight, open_four,
+                           prune, small_loop_nine, small_loop_six, thin)
 
 DIGITS = "0123456789"
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -213,7 +214,8 @@ class FontsConfig:
     width_max: float = 3.4     # font is thinned or thickened to it (renders then measure like MNIST)
     pen: float = 0.5           # share drawn with a round pen along the glyph's centre line
     prune: int = 8             # pen renders: side branches up to this many pixels (of 64) are cut
-    hand: float = 0.8          # share of 1s, 2s, 4s, 6s, 9s drawn as hands write them (renderers/pen.py)
+    hand: float = 0.8          # share of 1s, 2s, 4s, 6s, 9s drawn as hands write them (renderers/pen.py;
+    #                            7s and 8s: HAND_SHARE of it)
     shear: float = 0.3         # slant: x += shear * y, uniform in [-shear, shear]
     rotate: float = 12.0       # degrees
     box_min: float = 17.0      # the glyph is fitted in a box of this many pixels (MNIST: 20)
@@ -278,7 +280,10 @@ def stroke_for(path: str, digit: int, target: float, box: float) -> int:
 
 # ------------------------------------------------------------------------------ pen rendering
 # digit -> its skeleton redrawn as hands write it
-HAND_FORMS = {1: bare_one, 2: looped_two, 4: open_four, 6: small_loop_six, 9: small_loop_nine}
+HAND_FORMS = {1: bare_one, 2: looped_two, 4: open_four, 6: small_loop_six, 7: crossed_seven,
+              8: open_eight, 9: small_loop_nine}
+# the share of `hand` a digit gets where its hand form is one way of writing it among others
+HAND_SHARE = {7: 0.2, 8: 0.5}
 _skeletons: dict = {}
 _pens: dict = {}
 
@@ -304,6 +309,14 @@ def pen_glyph(path: str, digit: int, target: float, box: float, prune_length: in
     return _pens[key, radius]
 
 
+def hand_drawn(labels: np.ndarray, uniform: np.ndarray, hand: float) -> np.ndarray:
+    """Which renders take their digit's hand form: a share `hand` of the digits of HAND_FORMS, times
+    HAND_SHARE's factor for a digit whose hand form is one way among others; `uniform` is one draw
+    in [0, 1) a render."""
+    share = np.array([HAND_SHARE.get(int(d), 1.0) if int(d) in HAND_FORMS else 0.0 for d in labels])
+    return uniform < hand * share
+
+
 def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> np.ndarray:
     """Render `labels` (digits) with random fonts and geometric augmentation: uint8 [n, 28, 28]."""
     rng = np.random.default_rng(seed)
@@ -315,7 +328,7 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
     boxes = rng.uniform(cfg["box_min"], cfg["box_max"], size=n)
     aspects = np.exp(rng.uniform(-cfg["aspect"], cfg["aspect"], size=n))
     pens = rng.random(n) < cfg["pen"]
-    hands = np.isin(labels, list(HAND_FORMS)) & (rng.random(n) < cfg["hand"])
+    hands = hand_drawn(labels, rng.random(n), cfg["hand"])
     pens |= hands
     prune_length = int(cfg["prune"])
     area = cfg["edges"] == "area"

@@ -1,5 +1,5 @@
 """Skeleton operations for pen renders: Zhang–Suen thinning, pruning of short side branches, a round
-pen, and the hand forms of a type 1, 2, 4, 6 and 9 (binary numpy images; True is ink)."""
+pen, and the hand forms of a type 1, 2, 4, 6, 7, 8 and 9 (binary numpy images; True is ink)."""
 
 from __future__ import annotations
 
@@ -234,4 +234,59 @@ def looped_two(skeleton: np.ndarray, size: float = 0.14) -> np.ndarray:
     py, px = cy + r * np.sin(t), cx + r * np.cos(t)
     for i in range(len(t) - 1):
         line_pixels(out, py[i], px[i], py[i + 1], px[i + 1])
+    return out
+
+
+def open_eight(skeleton: np.ndarray, gap: float = 0.2) -> np.ndarray:
+    """A type 8 (two closed loops) redrawn as many hands write it: the stroke starts and ends at
+    the upper right, and the ends do not meet, so the upper loop is open there. The skeleton is cut
+    within `gap` times the height of the upper loop's point furthest up and right (the pen closes
+    a cut narrower than its width). A skeleton without two loops is returned unchanged."""
+    inside = holes(skeleton)
+    ys, xs = np.nonzero(skeleton)
+    if len(ys) < 10 or not inside.any():
+        return skeleton
+    upper = np.zeros_like(inside)  # the loop whose inside has the topmost pixel, grown 4-connected
+    hy, hx = np.nonzero(inside)
+    upper[hy[0], hx[0]] = True
+    while True:
+        grown = upper.copy()
+        grown[1:] |= upper[:-1]
+        grown[:-1] |= upper[1:]
+        grown[:, 1:] |= upper[:, :-1]
+        grown[:, :-1] |= upper[:, 1:]
+        grown &= inside
+        if (grown == upper).all():
+            break
+        upper = grown
+    if upper.sum() == inside.sum():  # one loop: not an 8
+        return skeleton
+    uy, ux = np.nonzero(upper)
+    ring = np.zeros_like(skeleton)  # the skeleton pixels that touch the upper loop's inside
+    for n in _neighbours(upper):
+        ring |= n
+    ring &= skeleton
+    ry, rx = np.nonzero(ring)
+    at = int(np.argmax(0.8 * (rx - ux.mean()) - 0.6 * (ry - uy.mean())))  # 37° above right
+    r = gap * (ys.max() - ys.min() + 1)
+    out = skeleton.copy()
+    cut = (ys - ry[at]) ** 2 + (xs - rx[at]) ** 2 <= r * r
+    out[ys[cut], xs[cut]] = False
+    return out
+
+
+def crossed_seven(skeleton: np.ndarray, length: float = 0.6) -> np.ndarray:
+    """A 7 with a bar across its stem, as some hands write it: a level stroke `length` times the
+    glyph's width, centred on the stem at 60 % of the height. A skeleton of under 10 pixels, or with
+    no stroke at that height, is returned unchanged."""
+    ys, xs = np.nonzero(skeleton)
+    if len(ys) < 10:
+        return skeleton
+    y = int(round(ys.min() + 0.6 * (ys.max() - ys.min())))
+    near = np.abs(ys - y) <= 1
+    if not near.any():
+        return skeleton
+    x, half = xs[near].mean(), 0.5 * length * (xs.max() - xs.min() + 1)
+    out = skeleton.copy()
+    line_pixels(out, y, x - half, y, x + half)
     return out

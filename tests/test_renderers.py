@@ -11,10 +11,11 @@ from synthgap.data.imageset import read_folder
 from synthgap.data.mnist import load_mnist
 from renderers import composite as comp
 from renderers.augment import coverage, elastic
-from renderers.fonts import (center_of_mass, check_font, discover, cached_glyph, matplotlib_fonts,
-                             normalise, pen_glyph, render_digits, stroke_width)
-from renderers.pen import (bare_one, holes, looped_two, open_four, prune, small_loop_nine, small_loop_six,
-                          straight_tail, thin)
+from renderers.fonts import (HAND_FORMS, HAND_SHARE, center_of_mass, check_font, discover, cached_glyph,
+                             hand_drawn, matplotlib_fonts, normalise, pen_glyph, render_digits,
+                             stroke_width)
+from renderers.pen import (bare_one, crossed_seven, holes, looped_two, open_eight, open_four, prune,
+                          small_loop_nine, small_loop_six, straight_tail, thin)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,7 +198,7 @@ def test_open_four_opens_every_fonts_four_and_leaves_other_shapes(fonts):
         assert enclosed(closed).sum() > 10, path          # type closes the 4 ...
         assert not enclosed(opened).any(), path           # ... the opened one has no hole
         assert opened.any(1).sum() >= 0.85 * closed.any(1).sum(), path  # and keeps its stem
-    assert np.array_equal(pen_glyph(fonts[0], 7, 2.7, 20.0, 0, True), pen_glyph(fonts[0], 7, 2.7, 20.0, 0))
+    assert np.array_equal(pen_glyph(fonts[0], 5, 2.7, 20.0, 0, True), pen_glyph(fonts[0], 5, 2.7, 20.0, 0))
     yy, xx = np.mgrid[:60, :60]
     ring = thin(np.abs(np.hypot(yy - 30, xx - 30) - 20) < 3)
     assert np.array_equal(open_four(ring), ring)
@@ -263,6 +264,68 @@ def test_looped_two_has_a_loop_at_its_bottom_left(fonts):
         assert inside[1].mean() < xs.min() + 0.4 * np.ptp(xs), path   # ... and on the left
         assert drawn.any(1).sum() >= typed.any(1).sum(), path         # as tall as the 2
     assert np.array_equal(looped_two(np.zeros((40, 40), bool)), np.zeros((40, 40), bool))
+
+
+def loops(sk):
+    """The row of the centre of each of a skeleton's loops, top first."""
+    inside, found = holes(sk), []
+    while inside.any():
+        loop = np.zeros_like(inside)
+        loop[tuple(np.argwhere(inside)[0])] = True
+        for _ in range(inside.size):
+            grown = loop | np.roll(loop, 1, 0) | np.roll(loop, -1, 0) | np.roll(loop, 1, 1) | np.roll(loop, -1, 1)
+            grown &= inside
+            if np.array_equal(grown, loop):
+                break
+            loop = grown
+        found.append(np.nonzero(loop)[0].mean())
+        inside &= ~loop
+    return found
+
+
+def test_open_eight_opens_the_upper_loop_at_its_upper_right(fonts):
+    for path in fonts:
+        typed = skeleton(path, 8)
+        drawn = open_eight(typed)
+        ys, xs = np.nonzero(typed)
+        assert len(loops(typed)) == 2, path                        # type: two closed loops
+        assert len(loops(drawn)) == 1, path                        # hand: the lower one alone
+        assert loops(drawn)[0] > ys.min() + 0.5 * np.ptp(ys), path
+        cut_y, cut_x = np.nonzero(typed & ~drawn)
+        assert cut_y.mean() < ys.min() + 0.45 * np.ptp(ys), path  # cut in the upper part ...
+        assert cut_x.mean() > xs.min() + 0.5 * np.ptp(xs), path   # ... on the right
+        assert drawn.any(1).sum() >= 0.9 * typed.any(1).sum(), path  # about as tall as the 8
+    yy, xx = np.mgrid[:60, :60]
+    ring = thin(np.abs(np.hypot(yy - 30, xx - 30) - 20) < 3)
+    assert np.array_equal(open_eight(ring), ring)                 # one loop: not an 8
+
+
+def test_crossed_seven_has_a_bar_across_its_stem(fonts):
+    for path in fonts:
+        typed = skeleton(path, 7)
+        drawn = crossed_seven(typed)
+        ys, xs = np.nonzero(typed)
+        width = np.ptp(xs) + 1
+        rows = drawn.sum(1) - typed.sum(1)
+        bar = int(np.argmax(rows))
+        assert rows[bar] >= 0.5 * width, path                               # a long level stroke
+        assert abs(bar - (ys.min() + 0.6 * np.ptp(ys))) <= 1, path          # at 60 % of the height
+        assert np.array_equal(drawn[:ys.min() + np.ptp(ys) // 2], typed[:ys.min() + np.ptp(ys) // 2]), path
+        bar_xs = np.nonzero(drawn[bar] & ~typed[bar])[0]
+        stem_x = xs[np.abs(ys - bar) <= 1].mean()
+        assert bar_xs.min() < stem_x < bar_xs.max(), path                   # across the stem
+    assert np.array_equal(crossed_seven(np.zeros((40, 40), bool)), np.zeros((40, 40), bool))
+
+
+def test_hand_share_of_each_digit():
+    labels = np.repeat(np.arange(10), 4000)
+    uniform = np.random.default_rng(0).random(len(labels))
+    drawn = hand_drawn(labels, uniform, 0.8)
+    for d in range(10):
+        want = 0.8 * HAND_SHARE.get(d, 1.0) if d in HAND_FORMS else 0.0
+        assert abs(drawn[labels == d].mean() - want) < 0.03, d
+    assert not hand_drawn(labels, uniform, 0.0).any()
+    assert 0 < HAND_SHARE[7] < HAND_SHARE[8] < 1                 # the crossed 7 is the rarer form
 
 
 def edge_gradient(img, mask):
