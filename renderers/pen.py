@@ -145,16 +145,22 @@ def holes(b: np.ndarray) -> np.ndarray:
     outside = np.zeros_like(b)
     outside[[0, -1]] = ~b[[0, -1]]
     outside[:, [0, -1]] |= ~b[:, [0, -1]]
+    return ~b & ~grown_within(outside, ~b)
+
+
+def grown_within(start: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """`start` grown 4-connected through the pixels of `within` as far as they reach."""
+    region = start & within
     while True:
-        grown = outside.copy()
-        grown[1:] |= outside[:-1]
-        grown[:-1] |= outside[1:]
-        grown[:, 1:] |= outside[:, :-1]
-        grown[:, :-1] |= outside[:, 1:]
-        grown &= ~b
-        if (grown == outside).all():
-            return ~b & ~outside
-        outside = grown
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= within
+        if (grown == region).all():
+            return region
+        region = grown
 
 
 def small_loop_six(skeleton: np.ndarray, loop: float = 0.4) -> np.ndarray:
@@ -246,19 +252,10 @@ def open_eight(skeleton: np.ndarray, gap: float = 0.2) -> np.ndarray:
     ys, xs = np.nonzero(skeleton)
     if len(ys) < 10 or not inside.any():
         return skeleton
-    upper = np.zeros_like(inside)  # the loop whose inside has the topmost pixel, grown 4-connected
+    upper = np.zeros_like(inside)  # the inside of the loop that holds the topmost inside pixel
     hy, hx = np.nonzero(inside)
     upper[hy[0], hx[0]] = True
-    while True:
-        grown = upper.copy()
-        grown[1:] |= upper[:-1]
-        grown[:-1] |= upper[1:]
-        grown[:, 1:] |= upper[:, :-1]
-        grown[:, :-1] |= upper[:, 1:]
-        grown &= inside
-        if (grown == upper).all():
-            break
-        upper = grown
+    upper = grown_within(upper, inside)
     if upper.sum() == inside.sum():  # one loop: not an 8
         return skeleton
     uy, ux = np.nonzero(upper)

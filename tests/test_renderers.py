@@ -14,8 +14,8 @@ from renderers.augment import coverage, elastic
 from renderers.fonts import (HAND_FORMS, HAND_SHARE, center_of_mass, check_font, discover, cached_glyph,
                              hand_drawn, matplotlib_fonts, normalise, pen_glyph, render_digits,
                              stroke_width)
-from renderers.pen import (bare_one, crossed_seven, holes, looped_two, open_eight, open_four, prune,
-                          small_loop_nine, small_loop_six, straight_tail, thin)
+from renderers.pen import (bare_one, crossed_seven, grown_within, holes, looped_two, open_eight, open_four,
+                          prune, small_loop_nine, small_loop_six, straight_tail, thin)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -272,12 +272,7 @@ def loops(sk):
     while inside.any():
         loop = np.zeros_like(inside)
         loop[tuple(np.argwhere(inside)[0])] = True
-        for _ in range(inside.size):
-            grown = loop | np.roll(loop, 1, 0) | np.roll(loop, -1, 0) | np.roll(loop, 1, 1) | np.roll(loop, -1, 1)
-            grown &= inside
-            if np.array_equal(grown, loop):
-                break
-            loop = grown
+        loop = grown_within(loop, inside)
         found.append(np.nonzero(loop)[0].mean())
         inside &= ~loop
     return found
