@@ -313,8 +313,8 @@ def hand_drawn(labels: np.ndarray, uniform: np.ndarray, hand: float) -> np.ndarr
     """Which renders take their digit's hand form: a share `hand` of the digits of HAND_FORMS, times
     HAND_SHARE's factor for a digit whose hand form is one way among others; `uniform` is one draw
     in [0, 1) a render."""
-    share = np.array([HAND_SHARE.get(int(d), 1.0) if int(d) in HAND_FORMS else 0.0 for d in labels])
-    return uniform < hand * share
+    share = np.array([HAND_SHARE.get(d, 1.0) if d in HAND_FORMS else 0.0 for d in range(10)])
+    return uniform < hand * share[labels]
 
 
 def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> np.ndarray:
