@@ -94,6 +94,33 @@ def test_mean_centre_of_mass_matches_mnist(fonts):
     assert np.abs(ours - theirs).max() < 0.5
 
 
+def spreads(images):
+    """Each image's ink spread across and down (root second moments about its centre of mass), px."""
+    w = np.asarray(images, float).reshape(len(images), 28, 28)
+    y, x = np.mgrid[:28, :28]
+    m = w.sum((1, 2))
+    cy, cx = (w * y).sum((1, 2)) / m, (w * x).sum((1, 2)) / m
+    return (np.sqrt((w * (x - cx[:, None, None]) ** 2).sum((1, 2)) / m),
+            np.sqrt((w * (y - cy[:, None, None]) ** 2).sum((1, 2)) / m))
+
+
+def test_widen_scales_the_width_alone(fonts):
+    plain = {"elastic_alpha": 0.0, "widen": 0.0}
+    a, la = render_digits(fonts, 300, seed=2, cfg=plain)
+    b, lb = render_digits(fonts, 300, seed=2, cfg={**plain, "widen": 0.15})
+    assert np.array_equal(la, lb)
+    (xa, ya), (xb, yb) = spreads(a), spreads(b)
+    assert 1.08 < np.median(xb / xa) < 1.2 and abs(np.median(yb / ya) - 1) < 0.03
+
+
+def test_render_sizes_match_mnist(fonts):
+    """Type is narrower than hands write; the default width scale brings the renders' median ink
+    spread across, and down, within 5 % of MNIST's."""
+    ours = [np.median(s) for s in spreads(render_digits(fonts, 1000, seed=0)[0])]
+    theirs = [np.median(s) for s in spreads(load_mnist()["train_images"][:2000])]
+    assert np.allclose(ours, theirs, rtol=0.05)
+
+
 def test_elastic_distortion_scale_is_drawn_per_image():
     """The displacement scale is uniform in [0, alpha] per image: some images barely move, others
     move by pixels (with one scale for all, even the calmest 1 % of these move 0.65 px)."""

@@ -1,0 +1,88 @@
+"""Size and slant of the font renders in a workspace against the real digits: for the split's
+held-out training digits and for every cached `render_fonts` output, the height and width of the
+ink's bounding box (pixels above 100), the ink's spread across and down (root second moments), its
+slant (the shear that would make it upright, positive when the top leans right), and, where the
+workspace holds an oracle, the Fréchet distance to the held-out digits in the oracle's features.
+Quantiles 10 / 50 / 90 %, as a markdown table. Run render variants into one workspace first
+(`pipeline run ... --set fonts.KNOB=VALUE --name ...`).
+
+    python benchmarks/render_geometry.py --workdir runs/mnist-sweep [--samples 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def geometry(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image: bounding-box height and width, ink spread across and down, slant."""
+    w = np.asarray(images, float).reshape(len(images), 28, 28)
+    ink = w > 100
+    rows, cols = ink.any(2), ink.any(1)
+    y, x = np.mgrid[:28, :28]
+    m = w.sum((1, 2))
+    dy = y - ((w * y).sum((1, 2)) / m)[:, None, None]
+    dx = x - ((w * x).sum((1, 2)) / m)[:, None, None]
+    mu02, mu11 = (w * dy * dy).sum((1, 2)), (w * dx * dy).sum((1, 2))
+    return {"height": 28 - rows.argmax(1) - rows[:, ::-1].argmax(1),
+            "width": 28 - cols.argmax(1) - cols[:, ::-1].argmax(1),
+            "spread across": np.sqrt((w * dx * dx).sum((1, 2)) / m),
+            "spread down": np.sqrt(mu02 / m),
+            "slant": -mu11 / mu02}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--samples", type=int, default=5000, help="images a side (default 5000)")
+    args = parser.parse_args()
+    from classifiers.digits import load_model
+    from classifiers.frechet import features, frechet_distance
+    from synthgap.data.imageset import load_imageset
+
+    cache = args.workdir / "cache"
+    splits = sorted((cache / "split").glob("*/holdout.npz"))
+    renders = sorted((cache / "render_fonts").glob("*/fonts.npz"))
+    if len(splits) != 1 or not renders:
+        print(f"error: {args.workdir} needs one cached split and a cached render_fonts stage "
+              f"(found {len(splits)} and {len(renders)}); give the workspace of one study",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(2)
+    real = load_imageset(splits[0]).images[:args.samples]
+    oracles = sorted((cache / "oracle").glob("*/meta.json"))
+    oracle = feats = None
+    if oracles:
+        width = json.loads(oracles[0].read_text())["params"]["width"]
+        oracle = load_model(oracles[0].parent / "model.safetensors", width)
+        feats = features(oracle, real, torch.device("cpu"))
+    names = list(geometry(real[:1]))
+    print(f"{len(real):,} images a side; quantiles 10 / 50 / 90 %; Fréchet in the oracle's features"
+          f"{'' if oracle else ' (no oracle in this workspace)'}.\n")
+    print("| images | " + " | ".join(names) + " | Fréchet |")
+    print("|---|" + "---|" * len(names) + "---:|")
+
+    def row(label, images, fd):
+        g = geometry(images)
+        cells = [" / ".join(f"{v:.3g}" for v in np.quantile(g[k], [0.1, 0.5, 0.9])) for k in names]
+        print(f"| {label} | " + " | ".join(cells) + f" | {fd} |")
+
+    row("real (held-out)", real, "0")
+    for path in renders:
+        p = json.loads((path.parent / "meta.json").read_text())["params"]
+        knobs = f"box {p['box_min']:g}–{p['box_max']:g}, widen {p.get('widen', 0.0):g}"
+        images = load_imageset(path).images[:args.samples]
+        fd = (f"{frechet_distance(feats, features(oracle, images, torch.device('cpu'))):.1f}"
+              if oracle else "-")
+        row(f"renders {path.parent.name[:8]} ({knobs})", images, fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
