@@ -6,7 +6,7 @@ workspace holds an oracle, the Fréchet distance to the held-out digits in the o
 Quantiles 10 / 50 / 90 %, as a markdown table. Run render variants into one workspace first
 (`pipeline run ... --set fonts.KNOB=VALUE --name ...`).
 
-    python benchmarks/render_geometry.py --workdir runs/mnist-sweep [--samples 5000]
+    python benchmarks/render_geometry.py --workdir runs/mnist-sweep [--samples 5000] [--renders KEY ...]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=5000, help="images a side (default 5000)")
+    parser.add_argument("--renders", nargs="*", default=[],
+                        help="only the render_fonts stages whose cache keys start so (default: all)")
     args = parser.parse_args()
     from classifiers.digits import load_model
     from classifiers.frechet import features, frechet_distance
@@ -48,7 +50,8 @@ def main() -> int:
 
     cache = args.workdir / "cache"
     splits = sorted((cache / "split").glob("*/holdout.npz"))
-    renders = sorted((cache / "render_fonts").glob("*/fonts.npz"))
+    renders = [p for p in sorted((cache / "render_fonts").glob("*/fonts.npz"))
+               if not args.renders or p.parent.name.startswith(tuple(args.renders))]
     if len(splits) != 1 or not renders:
         print(f"error: {args.workdir} needs one cached split and a cached render_fonts stage "
               f"(found {len(splits)} and {len(renders)}); give the workspace of one study",

@@ -221,7 +221,7 @@ class FontsConfig:
     box_min: float = 19.0      # the glyph is fitted in a box of this many pixels (MNIST: 20, and
     box_max: float = 21.0      # nine tenths of its digits are 19 or 20 pixels high)
     widen: float = 0.12        # width scale exp(widen + uniform(-aspect, aspect)): type is narrower
-    aspect: float = 0.0        # than hands write (MNIST digits are 13 % wider in their second moment)
+    aspect: float = 0.0        # than hands write (MNIST's ink spreads 12 % wider across than type's)
     elastic_alpha: float = 34.0  # elastic distortion: the largest displacement scale in pixels,
     elastic_sigma: float = 4.0   # drawn per image in [0, alpha] (Simard et al. 2003: 34 and 4)
     blur: float = 0.6          # Gaussian blur, largest sigma in pixels
