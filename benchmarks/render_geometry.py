@@ -22,19 +22,14 @@ import torch
 
 def geometry(images: np.ndarray) -> dict[str, np.ndarray]:
     """Per image: bounding-box height and width, ink spread across and down, slant."""
-    w = np.asarray(images, float).reshape(len(images), 28, 28)
-    ink = w > 100
+    from renderers.fonts import ink_moments
+
+    ink = np.asarray(images).reshape(len(images), 28, 28) > 100
     rows, cols = ink.any(2), ink.any(1)
-    y, x = np.mgrid[:28, :28]
-    m = w.sum((1, 2))
-    dy = y - ((w * y).sum((1, 2)) / m)[:, None, None]
-    dx = x - ((w * x).sum((1, 2)) / m)[:, None, None]
-    mu02, mu11 = (w * dy * dy).sum((1, 2)), (w * dx * dy).sum((1, 2))
+    across, down, slant = ink_moments(images)
     return {"height": 28 - rows.argmax(1) - rows[:, ::-1].argmax(1),
             "width": 28 - cols.argmax(1) - cols[:, ::-1].argmax(1),
-            "spread across": np.sqrt((w * dx * dx).sum((1, 2)) / m),
-            "spread down": np.sqrt(mu02 / m),
-            "slant": -mu11 / mu02}
+            "spread across": across, "spread down": down, "slant": slant}
 
 
 def main() -> int:

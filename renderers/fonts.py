@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from renderers.pen import (bare_one, crossed_seven, disk_dilate, looped_two, open_eight, open_four,
-                           prune, small_loop_nine, small_loop_six, thin)
+from renderers.pen import HAND_FORMS, disk_dilate, hand_drawn, prune, thin
 
 DIGITS = "0123456789"
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -138,6 +137,19 @@ def center_of_mass(img: np.ndarray) -> tuple[float, float]:
     total = w.sum()
     rows, cols = np.arange(w.shape[0]), np.arange(w.shape[1])
     return float((w.sum(1) * rows).sum() / total), float((w.sum(0) * cols).sum() / total)
+
+
+def ink_moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 28×28 image: the ink's spread across and down (root second moments about its centre of
+    mass, pixels) and its slant (the shear that would make it upright, positive when the top leans
+    right)."""
+    w = np.asarray(images, float).reshape(len(images), 28, 28)
+    y, x = np.mgrid[:28, :28]
+    m = w.sum((1, 2))
+    dy = y - ((w * y).sum((1, 2)) / m)[:, None, None]
+    dx = x - ((w * x).sum((1, 2)) / m)[:, None, None]
+    mu02, mu11 = (w * dy * dy).sum((1, 2)), (w * dx * dy).sum((1, 2))
+    return np.sqrt((w * dx * dx).sum((1, 2)) / m), np.sqrt(mu02 / m), -mu11 / mu02
 
 
 def fitted(glyph: Image.Image, side: float, resample) -> Image.Image | None:
@@ -280,11 +292,6 @@ def stroke_for(path: str, digit: int, target: float, box: float) -> int:
 
 
 # ------------------------------------------------------------------------------ pen rendering
-# digit -> its skeleton redrawn as hands write it
-HAND_FORMS = {1: bare_one, 2: looped_two, 4: open_four, 6: small_loop_six, 7: crossed_seven,
-              8: open_eight, 9: small_loop_nine}
-# the share of `hand` a digit gets where its hand form is one way of writing it among others
-HAND_SHARE = {7: 0.2, 8: 0.5}
 _skeletons: dict = {}
 _pens: dict = {}
 
@@ -308,14 +315,6 @@ def pen_glyph(path: str, digit: int, target: float, box: float, prune_length: in
     if (key, radius) not in _pens:
         _pens[key, radius] = disk_dilate(skeleton, radius).astype(np.uint8) * 255
     return _pens[key, radius]
-
-
-def hand_drawn(labels: np.ndarray, uniform: np.ndarray, hand: float) -> np.ndarray:
-    """Which renders take their digit's hand form: a share `hand` of the digits of HAND_FORMS, times
-    HAND_SHARE's factor for a digit whose hand form is one way among others; `uniform` is one draw
-    in [0, 1) a render."""
-    share = np.array([HAND_SHARE.get(d, 1.0) if d in HAND_FORMS else 0.0 for d in range(10)])
-    return uniform < hand * share[labels]
 
 
 def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> np.ndarray:

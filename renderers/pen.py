@@ -283,3 +283,19 @@ def crossed_seven(skeleton: np.ndarray, length: float = 0.6) -> np.ndarray:
     out = skeleton.copy()
     line_pixels(out, y, x - half, y, x + half)
     return out
+
+
+# ------------------------------------------------------------------------------ hand forms
+# digit -> its skeleton redrawn as hands write it
+HAND_FORMS = {1: bare_one, 2: looped_two, 4: open_four, 6: small_loop_six, 7: crossed_seven,
+              8: open_eight, 9: small_loop_nine}
+# the share of `hand` a digit gets where its hand form is one way of writing it among others
+HAND_SHARE = {7: 0.2, 8: 0.5}
+
+
+def hand_drawn(labels: np.ndarray, uniform: np.ndarray, hand: float) -> np.ndarray:
+    """Which renders take their digit's hand form: a share `hand` of the digits of HAND_FORMS, times
+    HAND_SHARE's factor for a digit whose hand form is one way among others; `uniform` is one draw
+    in [0, 1) a render."""
+    share = np.array([HAND_SHARE.get(d, 1.0) if d in HAND_FORMS else 0.0 for d in range(10)])
+    return uniform < hand * share[labels]

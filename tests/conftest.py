@@ -10,6 +10,8 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
+from renderers.fonts import discover, matplotlib_fonts  # noqa: E402
+
 # the smoke study at one budget and one seed, with fewer steps: every mixture, a refiner, the gap
 # stages; for the tests that compare whole runs made different ways
 SMOKE_ONE = ["--set", "experiment.budgets=[55]", "--set", "experiment.seeds=[0]",
@@ -44,3 +46,13 @@ def smoke_jobs1(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("smoke-jobs1")
     run_smoke(work, "--jobs", "1")
     return report_of(work)
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    """The usable fonts: matplotlib's, checked."""
+    return [c.path for c in discover() if c.ok]
+
+
+def mpl_font(name):
+    return next(p for p in matplotlib_fonts() if p.name == name)
