@@ -51,16 +51,12 @@ def elastic(x: torch.Tensor, gen: torch.Generator, alpha: float, sigma: float,
     return F.grid_sample(x, grid, align_corners=True, padding_mode="zeros")
 
 
-def coverage(ink: torch.Tensor, gen: torch.Generator, up: int, elastic_alpha: float = 0.0,
-             elastic_sigma: float = 4.0, batch: int = 250) -> torch.Tensor:
+def coverage(ink: torch.Tensor, up: int, batch: int = 250) -> torch.Tensor:
     """Bilevel ink [N, 1, up*H, up*W] (1 is ink) to uint8 [N, 1, H, W] whose grey level is the
-    share of each pixel the ink covers, after the elastic distortion at full resolution: edges
-    anti-aliased by area, as MNIST's normalisation gave its bilevel NIST digits."""
-    out = []
-    for i in range(0, len(ink), batch):
-        x = elastic(ink[i:i + batch].float(), gen, elastic_alpha, elastic_sigma, up)
-        x = F.avg_pool2d((x > 0.5).float(), up)
-        out.append((x * 255).round().to(torch.uint8))
+    share of each pixel the ink covers: edges anti-aliased by area, as MNIST's normalisation gave
+    its bilevel NIST digits."""
+    out = [(F.avg_pool2d(ink[i:i + batch].float(), up) * 255).round().to(torch.uint8)
+           for i in range(0, len(ink), batch)]
     return torch.cat(out) if out else torch.zeros((0, 1, ink.shape[2] // up, ink.shape[3] // up),
                                                   dtype=torch.uint8)
 

@@ -2,9 +2,10 @@
 
 A font is used only if its cmap maps the ten digits and its ten glyphs render to ten distinct,
 non-empty shapes: placeholder fonts (LastResort draws the same box for every digit) and symbol fonts
-are rejected with a reason. Rendering follows MNIST's normalisation: the glyph is drawn large, slanted,
-rotated and thickened there, cropped to its ink, scaled to fit a 20×20 box keeping its aspect ratio
-(anti-aliased), and placed in 28×28 with its centre of mass at the centre.
+are rejected with a reason. Rendering follows MNIST's normalisation, which fitted each handwritten
+digit in its box: the glyph is drawn large, slanted, rotated and thickened there, elastically
+distorted (standing for the hand), cropped to its ink, scaled to fit a 20×20 box keeping its aspect
+ratio (anti-aliased), and placed in 28×28 with its centre of mass at the centre.
 
 A share of the renders (`pen`) is drawn as a pen would: the glyph is thinned to its centre line,
 short side branches (serifs) are pruned and the line is redrawn with a round pen, which removes the
@@ -36,6 +37,8 @@ GENERIC_GLYPH_NAME = re.compile(r"^(uni[0-9A-Fa-f]{4}|u[0-9A-Fa-f]{4,6}|gid\d+|g
 GLYPH_SIZE = 64          # font size of the large drawing, in pixels
 EDGES = ("soft", "area")  # the edge models of FontsConfig.edges
 AREA_UP = 8              # edges = "area": the ink is drawn at this multiple of 28×28
+FIT_UP = 4               # edges = "soft": the glyph is distorted at this multiple of 28×28,
+CUT = 127                # then fitted to its box by the pixels above this level (its ink)
 FONT_SUFFIXES = {".ttf", ".otf"}
 
 
@@ -152,10 +155,10 @@ def ink_moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.sqrt((w * dx * dx).sum((1, 2)) / m), np.sqrt(mu02 / m), -mu11 / mu02
 
 
-def fitted(glyph: Image.Image, side: float, resample) -> Image.Image | None:
-    """The glyph cropped to its ink and resized so its longer side is `side` pixels, keeping the
-    aspect ratio; None without ink."""
-    bbox = glyph.getbbox()
+def fitted(glyph: Image.Image, side: float, resample, cut: int = 0) -> Image.Image | None:
+    """The glyph cropped to its ink (pixels above `cut`) and resized so its longer side is `side`
+    pixels, keeping the aspect ratio; None without ink."""
+    bbox = (glyph.point(lambda v: 255 * (v > cut)) if cut else glyph).getbbox()
     if bbox is None:
         return None
     glyph = glyph.crop(bbox)
@@ -178,10 +181,10 @@ def centred(small: np.ndarray, up: int = 1) -> np.ndarray:
     return out
 
 
-def normalise(glyph: Image.Image, box: float) -> np.ndarray:
-    """MNIST's normalisation: crop to ink, fit in a box×box square keeping the aspect ratio
-    (anti-aliased), place in 28×28 with the centre of mass at (14, 14)."""
-    small = fitted(glyph, box, Image.LANCZOS)
+def normalise(glyph: Image.Image, box: float, cut: int = 0) -> np.ndarray:
+    """MNIST's normalisation: crop to ink (pixels above `cut`), fit in a box×box square keeping
+    the aspect ratio (anti-aliased), place in 28×28 with the centre of mass at (14, 14)."""
+    small = fitted(glyph, box, Image.LANCZOS, cut)
     if small is None:
         return np.zeros((28, 28), np.uint8)
     small = np.clip(np.asarray(small).astype(np.float32), 0, 255)
@@ -238,10 +241,11 @@ class FontsConfig:
     elastic_sigma: float = 4.0   # drawn per image in [0, alpha] (Simard et al. 2003: 34 and 4)
     blur: float = 0.6          # Gaussian blur, largest sigma in pixels
     noise: float = 0.0         # additive Gaussian noise, largest std (0..1)
-    edges: str = "soft"        # soft: the anti-aliased glyph resized (Lanczos), distorted and blurred at
-    #                            28×28; area: the glyph kept bilevel at 8× (ink or not), distorted
-    #                            there, each pixel's grey the share of it the ink covers (MNIST's
-    #                            normalisation of bilevel NIST digits); blur and noise follow as set
+    edges: str = "soft"        # soft: the anti-aliased glyph distorted at 4×, fitted to its box at
+    #                            28×28 (Lanczos) and blurred; area: the glyph kept bilevel at 8× (ink
+    #                            or not), distorted and fitted there, each pixel's grey the share of
+    #                            it the ink covers (MNIST's normalisation of bilevel NIST digits);
+    #                            blur and noise follow as set
 
 
 RENDER_DEFAULTS = {**{k: v for k, v in asdict(FontsConfig()).items() if k not in ("folders", "seed")},
@@ -332,8 +336,8 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
     pens |= hands
     prune_length = int(cfg["prune"])
     area = cfg["edges"] == "area"
-    out = np.empty((n, 28 * AREA_UP, 28 * AREA_UP) if area else (n, 28, 28),
-                   bool if area else np.uint8)
+    up = AREA_UP if area else FIT_UP
+    big = np.empty((n, 28 * up, 28 * up), bool if area else np.uint8)
     for i in range(n):
         path, digit = fonts[font_idx[i]], int(labels[i])
         if pens[i]:
@@ -344,23 +348,33 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
         else:
             glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
         glyph = transform(glyph, angles[i], shears[i], aspects[i])
-        out[i] = normalise_bilevel(glyph, boxes[i], AREA_UP) if area else normalise(glyph, boxes[i])
-    if area:
-        import torch
+        if area:
+            big[i] = normalise_bilevel(glyph, boxes[i], up)
+        else:
+            fit = fitted(glyph, boxes[i] * up, Image.LANCZOS)
+            big[i] = 0 if fit is None else centred(np.asarray(fit), up)
+    import torch
 
-        from renderers.augment import coverage
+    from renderers.augment import coverage, elastic
 
-        gen = torch.Generator().manual_seed(seed)
-        out = coverage(torch.from_numpy(out[:, None]), gen, AREA_UP, cfg["elastic_alpha"],
-                       cfg["elastic_sigma"])[:, 0].numpy()
-    return out
+    # MNIST fitted each handwritten digit in its box: the distortion, which stands for the hand,
+    # comes before the fit, so a distorted render is as high and as far from the border as MNIST's
+    gen = torch.Generator().manual_seed(seed)
+    out = np.empty((n, 28 * up, 28 * up) if area else (n, 28, 28), big.dtype)
+    for i in range(0, n, 250):
+        x = torch.from_numpy(big[i:i + 250, None]).float() * (255 if area else 1)
+        x = elastic(x, gen, cfg["elastic_alpha"], cfg["elastic_sigma"], up)
+        for j, image in enumerate(x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()):
+            image = Image.fromarray(image)
+            out[i + j] = (normalise_bilevel(image, boxes[i + j], up) if area
+                          else normalise(image, boxes[i + j], CUT))
+    return coverage(torch.from_numpy(out[:, None]), up)[:, 0].numpy() if area else out
 
 
 def _render_job(args):
-    if args[2]["edges"] == "area":
-        import torch
+    import torch
 
-        torch.set_num_threads(1)  # one worker a core
+    torch.set_num_threads(1)  # one worker a core
     return render_chunk(*args)
 
 
@@ -368,9 +382,8 @@ def render_digits(fonts: list[str], n: int, seed: int, cfg: dict | None = None,
                   workers: int = 1, progress=None):
     """`n` class-balanced digit renders, deterministic for a seed whatever the worker count.
 
-    Returns (images uint8 [n, 1, 28, 28], labels int64 [n]). Chunks of `chunk` images are rendered
-    in parallel processes; the batch augmentations (elastic, blur, noise) follow in torch, except
-    that area edges are distorted at full resolution, within their chunk.
+    Returns (images uint8 [n, 1, 28, 28], labels int64 [n]). Chunks of `chunk` images are rendered,
+    distorted and fitted in parallel processes; blur and noise follow in torch.
     """
     from renderers.augment import augment_batch
 
@@ -394,7 +407,5 @@ def render_digits(fonts: list[str], n: int, seed: int, cfg: dict | None = None,
             parts.append(render_chunk(*job))
             progress and progress(sum(map(len, parts)), n)
     images = np.concatenate(parts)[:, None] if parts else np.zeros((0, 1, 28, 28), np.uint8)
-    # area renders were distorted at full resolution, in render_chunk
-    alpha = 0.0 if cfg["edges"] == "area" else cfg["elastic_alpha"]
-    images = augment_batch(images, seed, alpha, cfg["elastic_sigma"], cfg["blur"], cfg["noise"])
+    images = augment_batch(images, seed, 0.0, cfg["elastic_sigma"], cfg["blur"], cfg["noise"])
     return images, labels.astype(np.int64)
