@@ -1,7 +1,8 @@
 """Size and slant of the font renders in a workspace against the real digits: for the split's
 held-out training digits and for every cached `render_fonts` output, the height and width of the
 ink's bounding box (pixels above 100), the ink's spread across and down (root second moments), its
-slant (the shear that would make it upright, positive when the top leans right), and, where the
+slant (the shear that would make it upright, positive when the top leans right), the share of images
+with more than 5 ink pixels within 3 pixels of the border, and, where the
 workspace holds an oracle, the Fréchet distance to the held-out digits in the oracle's features.
 Quantiles 10 / 50 / 90 %, as a markdown table. Run render variants into one workspace first
 (`pipeline run ... --set fonts.KNOB=VALUE --name ...`).
@@ -22,14 +23,19 @@ import torch
 
 def geometry(images: np.ndarray) -> dict[str, np.ndarray]:
     """Per image: bounding-box height and width, ink spread across and down, slant."""
-    from renderers.fonts import ink_moments
+    from renderers.fonts import ink_box, ink_moments
 
-    ink = np.asarray(images).reshape(len(images), 28, 28) > 100
-    rows, cols = ink.any(2), ink.any(1)
+    height, width, _ = ink_box(images)
     across, down, slant = ink_moments(images)
-    return {"height": 28 - rows.argmax(1) - rows[:, ::-1].argmax(1),
-            "width": 28 - cols.argmax(1) - cols[:, ::-1].argmax(1),
-            "spread across": across, "spread down": down, "slant": slant}
+    return {"height": height, "width": width, "spread across": across, "spread down": down,
+            "slant": slant}
+
+
+def at_border(images: np.ndarray) -> float:
+    """The share of images with more than 5 ink pixels within 3 pixels of the border."""
+    from renderers.fonts import ink_box
+
+    return float((ink_box(images)[2] > 5).mean())
 
 
 def main() -> int:
@@ -63,13 +69,13 @@ def main() -> int:
     names = list(geometry(real[:1]))
     print(f"{len(real):,} images a side; quantiles 10 / 50 / 90 %; Fréchet in the oracle's features"
           f"{'' if oracle else ' (no oracle in this workspace)'}.\n")
-    print("| images | " + " | ".join(names) + " | Fréchet |")
-    print("|---|" + "---|" * len(names) + "---:|")
+    print("| images | " + " | ".join(names) + " | at the border | Fréchet |")
+    print("|---|" + "---|" * len(names) + "---:|---:|")
 
     def row(label, images, fd):
         g = geometry(images)
         cells = [" / ".join(f"{v:.3g}" for v in np.quantile(g[k], [0.1, 0.5, 0.9])) for k in names]
-        print(f"| {label} | " + " | ".join(cells) + f" | {fd} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {at_border(images):.3f} | {fd} |")
 
     row("real (held-out)", real, "0")
     for path in renders:
