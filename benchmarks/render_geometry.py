@@ -2,8 +2,8 @@
 held-out training digits and for every cached `render_fonts` output, the height and width of the
 ink's bounding box (pixels above 100), the ink's spread across and down (root second moments), its
 slant (the shear that would make it upright, positive when the top leans right), the share of images
-with more than 5 ink pixels within 3 pixels of the border, and, where the
-workspace holds an oracle, the Fréchet distance to the held-out digits in the oracle's features.
+with more than 5 ink pixels within 3 pixels of the border, and, where the workspace holds an oracle,
+the Fréchet distance to the held-out digits in the oracle's features.
 Quantiles 10 / 50 / 90 %, as a markdown table. Run render variants into one workspace first
 (`pipeline run ... --set fonts.KNOB=VALUE --name ...`).
 
