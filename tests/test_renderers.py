@@ -75,6 +75,17 @@ def test_normalisation_fits_20px_and_centres_mass():
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
 
 
+def test_the_fit_after_the_distortion_ignores_faint_haze():
+    """Resampling leaves faint grey around the ink; the fit after the distortion crops to the pixels
+    above `cut`, so a faint speck far from the digit does not shrink it."""
+    glyph = Image.new("L", (200, 200), 0)
+    glyph.paste(255, (80, 20, 120, 180))  # a 40×160 bar
+    glyph.putpixel((5, 195), 3)
+    bar = lambda img: np.ptp(np.nonzero(img > 127)[0]) + 1
+    assert bar(normalise(glyph, 20.0, cut=127)) == 20
+    assert bar(normalise(glyph, 20.0)) < 20
+
+
 def test_mean_centre_of_mass_matches_mnist(fonts):
     images, _ = render_digits(fonts, 500, seed=0)
     mnist = load_mnist()["test_images"][:2000]
