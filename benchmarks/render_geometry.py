@@ -22,20 +22,14 @@ import torch
 
 
 def geometry(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image: bounding-box height and width, ink spread across and down, slant."""
-    from renderers.fonts import ink_box, ink_moments
+    """Per image: bounding-box height and width, ink spread across and down, slant, and whether
+    more than 5 ink pixels lie within 3 pixels of the border."""
+    from renderers.geometry import ink_box, ink_moments
 
-    height, width, _ = ink_box(images)
+    height, width, rim = ink_box(images)
     across, down, slant = ink_moments(images)
     return {"height": height, "width": width, "spread across": across, "spread down": down,
-            "slant": slant}
-
-
-def at_border(images: np.ndarray) -> float:
-    """The share of images with more than 5 ink pixels within 3 pixels of the border."""
-    from renderers.fonts import ink_box
-
-    return float((ink_box(images)[2] > 5).mean())
+            "slant": slant, "at the border": rim > 5}
 
 
 def main() -> int:
@@ -66,7 +60,7 @@ def main() -> int:
         width = json.loads(oracles[0].read_text())["params"]["width"]
         oracle = load_model(oracles[0].parent / "model.safetensors", width)
         feats = features(oracle, real, torch.device("cpu"))
-    names = list(geometry(real[:1]))
+    names = list(geometry(real[:1]))[:-1]  # quantiles of these; a share of "at the border"
     print(f"{len(real):,} images a side; quantiles 10 / 50 / 90 %; Fréchet in the oracle's features"
           f"{'' if oracle else ' (no oracle in this workspace)'}.\n")
     print("| images | " + " | ".join(names) + " | at the border | Fréchet |")
@@ -75,7 +69,7 @@ def main() -> int:
     def row(label, images, fd):
         g = geometry(images)
         cells = [" / ".join(f"{v:.3g}" for v in np.quantile(g[k], [0.1, 0.5, 0.9])) for k in names]
-        print(f"| {label} | " + " | ".join(cells) + f" | {at_border(images):.3f} | {fd} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {g['at the border'].mean():.3f} | {fd} |")
 
     row("real (held-out)", real, "0")
     for path in renders:
