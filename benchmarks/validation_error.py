@@ -1,11 +1,13 @@
 """Validation error of the classify cells in a workspace: each cell's model scored on the split's
 held-out training digits (never trained on by any cell, and not the MNIST test set), as a markdown
 table by mixture, budget, synthetic fraction and synthetic source, mean over seeds. Run variants of
-a study with `--set KEY=VALUE --name ...` into one workspace first (a synthetic fraction, or a
+a study with `--set KEY=VALUE --name ...` into one workspace first (a synthetic fraction F at every
+budget is `--set experiment.synthetic_fraction=F --set 'experiment.synthetic_fraction_at={}'`; or a
 renderer's knob or code, whose renders then have another cache key); choose on this table.
+`--sources` keeps the cells whose synthetic source's cache key starts with one of the given prefixes.
 
     python benchmarks/validation_error.py --workdir runs/mnist-sweep [--budgets 55 385]
-        [--mixtures real+font real+gan] [--per-class]
+        [--mixtures real+font real+gan] [--sources 81785630 5636f50f] [--per-class]
 
 Without --mixtures, the mixed cells alone; --per-class adds each digit's validation error.
 """
@@ -27,6 +29,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--budgets", type=int, nargs="*", help="only these budgets (default: all)")
     parser.add_argument("--mixtures", nargs="*", help="only these mixtures (default: all mixed ones)")
+    parser.add_argument("--sources", nargs="*",
+                        help="only cells whose synthetic source's cache key starts so (default: all)")
     parser.add_argument("--per-class", action="store_true", help="each digit's validation error too")
     args = parser.parse_args()
     from classifiers.digits import load_model, predict
@@ -46,12 +50,13 @@ def main() -> int:
         meta = json.loads(meta_path.read_text())
         p = meta["params"]
         wanted = p["mixture"] in args.mixtures if args.mixtures else "synthetic_fraction" in p
-        if not wanted or (args.budgets and p["budget"] not in args.budgets):
+        source = meta.get("upstream", {}).get("synthetic", "")[:8] or "-"
+        if (not wanted or (args.budgets and p["budget"] not in args.budgets)
+                or (args.sources and not source.startswith(tuple(args.sources)))):
             continue
         model = load_model(meta_path.parent / "model.safetensors", p["width"])
         wrong = predict(model, holdout.images, torch.device("cpu")).argmax(1) != labels
         per_digit = [wrong[labels == d].mean() for d in range(10)]
-        source = meta.get("upstream", {}).get("synthetic", "")[:8] or "-"
         found[(p["mixture"], p["budget"], p.get("synthetic_fraction", 1.0), source)].append(
             (wrong.mean(), per_digit, meta["metrics"]["test_error"]))
     if not found:
@@ -69,14 +74,19 @@ def main() -> int:
         print(f"| {mixture} | {budget:,} | {fraction:g} | {source} | {len(rows)} | "
               f"{np.mean([v for v, _, _ in rows]):.4f} | {np.mean([t for _, _, t in rows]):.4f} |"
               f"{extra}")
-    by_fraction = defaultdict(list)
-    for (_, _, fraction, _), rows in found.items():
-        by_fraction[fraction].append(np.mean([v for v, _, _ in rows]))
-    if len(by_fraction) > 1:
-        print("\n| synthetic fraction | mean validation error over its mixtures and budgets above |")
-        print("|---:|---:|")
-        for fraction, values in sorted(by_fraction.items()):
-            print(f"| {fraction:g} | {np.mean(values):.4f} |")
+    by_fraction = defaultdict(list)  # (fraction, budget) -> each mixture's mean
+    for (_, budget, fraction, _), rows in found.items():
+        by_fraction[fraction, budget].append(np.mean([v for v, _, _ in rows]))
+    fractions = sorted({f for f, _ in by_fraction})
+    budgets = sorted({b for _, b in by_fraction})
+    if len(fractions) > 1:
+        print("\nMean validation error over the mixtures above, by synthetic fraction and budget.\n")
+        print("| synthetic fraction | " + " | ".join(f"{b:,}" for b in budgets) + " |")
+        print("|---:|" + "---:|" * len(budgets))
+        for f in fractions:
+            cells = [f"{np.mean(by_fraction[f, b]):.4f}" if (f, b) in by_fraction else "–"
+                     for b in budgets]
+            print(f"| {f:g} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -35,8 +35,10 @@ class ExperimentConfig:
     mixtures: list[str] = field(default_factory=lambda: [
         "real", "font", "gan", "tone", "real+font", "real+gan", "real+tone", "real+composite"])
     synthetic_total: int = 55000    # T: font cells train on T - budget renders
-    synthetic_fraction: float = 0.2  # share of synthetic images in a mixed batch (0.5 = 1:1);
-                                     # 0.2 was chosen on validation error (README)
+    synthetic_fraction: float = 0.2  # share of synthetic images in a mixed batch (0.5 = 1:1)
+    synthetic_fraction_at: dict[str, float] = field(default_factory=lambda: {"55": 0.5})
+                                     # ... at these budgets instead (a budget not in `budgets` is
+                                     # not used); both chosen on validation error (README)
     holdout: int = 10000            # MNIST training images kept for the gap instruments
     split_seed: int = 0
 

@@ -25,6 +25,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                         "synthetic_total - budget renders)")
     if not e["seeds"]:
         raise UserError("experiment.seeds is empty; give at least one seed")
+    fraction = synthetic_fractions(e)
     stages: dict[str, dag.Stage] = {}
 
     def add(stage):
@@ -76,6 +77,8 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                 if m in synthetic:
                     source, extra = synthetic[m]
                     deps["synthetic"] = source.format(b=b, s=seed)
+                    if "synthetic_fraction" in extra:  # a mixed cell: its budget's share
+                        extra = {**extra, "synthetic_fraction": fraction[b]}
                 add(dag.Stage(cells[-1], st.classify,
                               {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps))
     group_cells(stages, cells, clf["group"])
@@ -86,6 +89,23 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     add(dag.Stage("report", st.report, {"experiment": name},
                   {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"}, publish=True))
     return stages
+
+
+def synthetic_fractions(e: dict) -> dict[int, float]:
+    """Each budget's share of synthetic images in a mixed batch: `synthetic_fraction`, or its own in
+    `synthetic_fraction_at` (keyed by budget; a budget the study does not run is not used)."""
+    at = {}
+    for key, f in e["synthetic_fraction_at"].items():
+        if not key.isdigit():
+            raise UserError(f"experiment.synthetic_fraction_at: key {key!r} is not a budget; give "
+                            "a table of budget = fraction, e.g. {55 = 0.5}")
+        at[int(key)] = f
+    fractions = {b: at.get(b, e["synthetic_fraction"]) for b in e["budgets"]}
+    bad = {b: f for b, f in fractions.items() if not 0 < f < 1}
+    if bad:
+        raise UserError(f"experiment.synthetic_fraction must lie strictly between 0 and 1 (the "
+                        f"share of synthetic images in a mixed batch); got {bad} by budget")
+    return fractions
 
 
 def group_cells(stages: dict, cells: list[str], size: int) -> None:

@@ -110,6 +110,23 @@ def test_oracle_takes_its_own_classifier_overrides():
         load_config("mnist-sweep", ["oracle.stepz=1"])
 
 
+def test_each_budget_takes_its_own_synthetic_fraction():
+    from synthgap.graph import UserError, build_graph
+    from pipeline import load_config
+    stages = build_graph("mnist-sweep", load_config("mnist-sweep", [])[1])
+    frac = {n: s.params.get("synthetic_fraction") for n, s in stages.items()}
+    assert frac["classify/real+font/b55/s0"] == frac["classify/real+gan/b55/s2"] == 0.5
+    assert frac["classify/real+tone/b385/s0"] == frac["classify/real+composite/b38500/s1"] == 0.2
+    assert frac["classify/real/b55/s0"] is None and frac["classify/font/b55/s0"] is None
+    one = build_graph("mnist-sweep", load_config("mnist-sweep", [
+        "experiment.synthetic_fraction=0.35", "experiment.synthetic_fraction_at={}"])[1])
+    assert {s.params["synthetic_fraction"] for s in one.values() if "synthetic_fraction" in s.params} == {0.35}
+    for sets, message in [(["experiment.synthetic_fraction_at={big = 0.5}"], "key 'big' is not a budget"),
+                          (["experiment.synthetic_fraction_at={385 = 1.0}"], r"between 0 and 1.*385: 1.0")]:
+        with pytest.raises(UserError, match=message):
+            build_graph("mnist-sweep", load_config("mnist-sweep", sets)[1])
+
+
 def test_cells_in_groups_share_one_unit_of_work_and_leave_the_oracle_alone():
     from synthgap.dag import compute_keys
     from synthgap.graph import UserError, build_graph
