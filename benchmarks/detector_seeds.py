@@ -2,8 +2,7 @@
 a workspace, the C2ST of the `gap` stage (same samples: 10,000 held-out training digits a side and
 as many of the source's images, drawn with the gap seed) run with detector seeds 0..k-1 (each draws
 the train/test halves, the initial weights and the batches), for each view and number of training
-steps; mean, standard deviation and range of the AUC, as a markdown
-table. The DeLong interval a `gap` row carries covers the test half's sampling only; this is the
+steps; mean, standard deviation and range of the AUC, as a markdown table. The DeLong interval a `gap` row carries covers the test half's sampling only; this is the
 spread from training the detector, which two sources' AUCs must differ by more than.
 
     python benchmarks/detector_seeds.py --workdir runs/mnist-sweep \

@@ -35,7 +35,8 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     add(dag.Stage("mnist", st.mnist, {"sha256": {k: v[2] for k, v in FILES.items()}}))
     add(dag.Stage("split", st.split, {"holdout": e["holdout"], "seed": e["split_seed"]},
                   {"mnist": "mnist"}))
-    synthetic = {}  # mixture -> (stage giving its images, "{b}" for the budget; extra classify params)
+    synthetic = {}  # mixture -> (stage giving its images, "{b}" for the budget; extra classify params;
+    #                 a mixed cell, real+..., also takes its budget's synthetic fraction)
     mixtures = set(e["mixtures"])
     if mixtures - {"real"}:
         from renderers.fonts import EDGES
@@ -45,8 +46,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                             f"{', '.join(EDGES)}")
         add(dag.Stage("render_fonts", st.render_fonts, fonts))
         synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
-        synthetic["real+font"] = ("render_fonts", {"total": e["synthetic_total"],
-                                                   "synthetic_fraction": e["synthetic_fraction"]})
+        synthetic["real+font"] = synthetic["font"]
     if "real+composite" in mixtures:
         comp = cfg["composites"]
         knobs = {k: v for k, v in comp.items() if k not in ("modes", "train_mode")}
@@ -56,8 +56,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
         for mode in comp["modes"]:
             add(dag.Stage(f"render_composites/{mode}", st.render_composites,
                           {**knobs, "mode": mode}, {"fonts": "render_fonts"}))
-        synthetic["real+composite"] = (f"render_composites/{comp['train_mode']}",
-                                       {"synthetic_fraction": e["synthetic_fraction"]})
+        synthetic["real+composite"] = (f"render_composites/{comp['train_mode']}", {})
     if mixtures & {"gan", "real+gan", "tone", "real+tone"}:
         add_refiners(add, cfg, mixtures)
         variants = cfg["refiner"]["variants"]
@@ -65,7 +64,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
             template = stage + "/b{b}" + ("/s{s}" if cfg["refiner"]["per_seed"] else "")
             extra = {"total": e["synthetic_total"], **({"variants": variants} if kind == "gan" else {})}
             synthetic[kind] = (template, extra)
-            synthetic[f"real+{kind}"] = (template, {**extra, "synthetic_fraction": e["synthetic_fraction"]})
+            synthetic[f"real+{kind}"] = (template, extra)
     cells = []
     for seed in e["seeds"]:
         for b in e["budgets"]:
@@ -77,7 +76,7 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
                 if m in synthetic:
                     source, extra = synthetic[m]
                     deps["synthetic"] = source.format(b=b, s=seed)
-                    if "synthetic_fraction" in extra:  # a mixed cell: its budget's share
+                    if m.startswith("real+"):
                         extra = {**extra, "synthetic_fraction": fraction[b]}
                 add(dag.Stage(cells[-1], st.classify,
                               {"mixture": m, "budget": b, "seed": seed, **clf, **extra}, deps))
