@@ -41,13 +41,17 @@ def fonts_cmd(count: int = typer.Option(1000, "--count", min=1, help="Digits to 
               out: Path = typer.Option(Path("fonts.npz"), "--out", help="ImageSet to write."),
               folders: Optional[List[str]] = typer.Option(None, "--fonts", help="Font folder or glob besides matplotlib's (repeatable)."),
               no_default: bool = typer.Option(False, "--no-default-fonts", help="Leave out matplotlib's fonts."),
+              exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Leave out the font file of this stem (repeatable; default: those of fonts.exclude found)."),
               seed: int = typer.Option(0, "--seed"),
               workers: int = typer.Option(1, "--workers", min=1, help="Processes to render with."),
               list_only: bool = typer.Option(False, "--list", help="List every font found, used or rejected with the reason, and stop.")):
     """Render class-balanced digits from font files (MNIST-style normalisation and augmentation)."""
     from renderers.fonts import discover, matplotlib_fonts, render_digits
 
-    checks = discover(folders or [], include_default=not no_default)
+    try:
+        checks = discover(folders or [], include_default=not no_default, exclude=exclude)
+    except ValueError as exc:
+        fail(str(exc))
     bundled = {str(p) for p in matplotlib_fonts()}
     for c in checks:
         if list_only:

@@ -39,11 +39,15 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     #                 a mixed cell, real+..., also takes its budget's synthetic fraction)
     mixtures = set(e["mixtures"])
     if mixtures - {"real"}:
-        from renderers.fonts import EDGES
+        from renderers.fonts import EDGES, excluded, font_files
         fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
         if fonts["edges"] not in EDGES:
             raise UserError(f"fonts.edges {fonts['edges']!r} is not an edge model; choose one of "
                             f"{', '.join(EDGES)}")
+        try:
+            excluded(font_files(fonts["folders"]), fonts["exclude"])
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         add(dag.Stage("render_fonts", st.render_fonts, fonts))
         synthetic["font"] = ("render_fonts", {"total": e["synthetic_total"]})
         synthetic["real+font"] = synthetic["font"]

@@ -65,9 +65,9 @@ def render_fonts(params, inputs, out, ctx):
     """`total` class-balanced font renders with the configured augmentation; fonts.npz + fonts.json."""
     from renderers.fonts import discover, render_digits
 
-    checks = discover(params["folders"])
+    checks = discover(params["folders"], exclude=params["exclude"])
     fonts = [c for c in checks if c.ok]
-    knobs = {k: v for k, v in params.items() if k not in ("folders", "total", "seed")}
+    knobs = {k: v for k, v in params.items() if k not in ("folders", "exclude", "total", "seed")}
     images, labels = render_digits([c.path for c in fonts], params["total"], params["seed"], knobs,
                                    workers=ctx.workers(), progress=ctx.report)
     save_imageset(ImageSet(images, labels, {"source": "font", **params}), out / "fonts.npz")

@@ -32,6 +32,7 @@ def test_threads_and_device_are_part_of_every_key():
     (["--set", "experiment.budgets=[0]"], "experiment.budgets must lie in"),
     (["--only", "nothing*"], "matches no stage"),
     (["--set", "fonts.edges=sharp"], "fonts.edges 'sharp' is not an edge model; choose one of soft, area"),
+    (["--set", 'fonts.exclude=["cmti"]'], "fonts.exclude names 'cmti', which is no font file found"),
     (["--set", 'refiner.augment=["rotate"]'], "refiner.augment: 'rotate' is not an augmentation"),
     (["--set", "refiner.ada_target=1.5"], "refiner.ada_target must be in [0, 1)"),
     (["--set", "refiner.match_nearest=0"], "refiner.match_nearest must be in (0, 1]"),

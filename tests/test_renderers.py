@@ -28,6 +28,13 @@ def test_matplotlib_fonts_accepted_and_placeholders_rejected():
     assert checks["DejaVuSansDisplay.ttf"].reason == "no glyph for digit(s) 0,1,2,3,4,5,6,7,8,9"
     ok = checks["DejaVuSans.ttf"]
     assert ok.ok and ok.family == "DejaVu Sans Book" and len(ok.sha256) == 64
+    # fonts.exclude: cmti10 by default, any font by its file stem in any case, unknown names refused
+    assert not checks["cmti10.ttf"].ok and checks["cmti10.ttf"].reason == "left out by fonts.exclude"
+    chosen = {Path(c.path).name: c for c in discover(exclude=["CMR10"])}
+    assert chosen["cmti10.ttf"].ok and not chosen["cmr10.ttf"].ok
+    assert sum(c.ok for c in chosen.values()) == sum(c.ok for c in checks.values())
+    with pytest.raises(ValueError, match="fonts.exclude names 'cmr1'"):
+        discover(exclude=["cmr1"])
 
 
 def test_bad_font_files_are_skipped_with_a_reason(tmp_path):
