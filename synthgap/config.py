@@ -39,6 +39,9 @@ class ExperimentConfig:
     synthetic_fraction_at: dict[str, float] = field(default_factory=lambda: {"55": 0.5})
                                      # ... at these budgets instead (a budget not in `budgets` is
                                      # not used); both chosen on validation error (README)
+    refiner_at: dict[str, dict] = field(default_factory=lambda: {"55": {"lambda_sem": 3.0}})
+                                     # [refiner] knobs of one budget's refiner, over [refiner]'s:
+                                     # a budget of 55 keeps labels only with more semantic weight
     holdout: int = 10000            # MNIST training images kept for the gap instruments
     split_seed: int = 0
 
@@ -79,7 +82,8 @@ def type_name(hint) -> str:
         return f"list of {type_name(typing.get_args(hint)[0])}"
     if typing.get_origin(hint) is dict:
         return f"a table of {type_name(typing.get_args(hint)[1])}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            dict: "a table"}[hint]
 
 
 def checked(value, hint, where: str):

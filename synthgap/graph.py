@@ -97,18 +97,70 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
 def synthetic_fractions(e: dict) -> dict[int, float]:
     """Each budget's share of synthetic images in a mixed batch: `synthetic_fraction`, or its own in
     `synthetic_fraction_at` (keyed by budget; a budget the study does not run is not used)."""
-    at = {}
-    for key, f in e["synthetic_fraction_at"].items():
-        if not key.isdigit():
-            raise UserError(f"experiment.synthetic_fraction_at: key {key!r} is not a budget; give "
-                            "a table of budget = fraction, e.g. {55 = 0.5}")
-        at[int(key)] = f
+    at = by_budget(e, "synthetic_fraction_at", "{55 = 0.5}")
     fractions = {b: at.get(b, e["synthetic_fraction"]) for b in e["budgets"]}
     bad = {b: f for b, f in fractions.items() if not 0 < f < 1}
     if bad:
         raise UserError(f"experiment.synthetic_fraction must lie strictly between 0 and 1 (the "
                         f"share of synthetic images in a mixed batch); got {bad} by budget")
     return fractions
+
+
+def by_budget(e: dict, key: str, example: str) -> dict[int, object]:
+    """experiment.`key`, a table keyed by budget, with int keys; UserError for a key not a number."""
+    bad = [k for k in e[key] if not k.isdigit()]
+    if bad:
+        raise UserError(f"experiment.{key}: key {bad[0]!r} is not a budget; give a table keyed by "
+                        f"budget, e.g. {example}")
+    return {int(k): v for k, v in e[key].items()}
+
+
+def refiner_knobs(cfg: dict) -> dict[int, dict]:
+    """Each budget's [refiner] knobs: [refiner]'s, with experiment.refiner_at's for that budget over
+    them, each key and type checked, and each budget's values checked as [refiner]'s are."""
+    from gan.train import RefinerConfig
+    from synthgap.config import checked, hints, nearest
+
+    valid = {k: h for k, h in hints(RefinerConfig).items() if k not in ("variants", "per_seed")}
+    out = {}
+    for b, given in by_budget(cfg["experiment"], "refiner_at", "{55 = {lambda_sem = 3.0}}").items():
+        for k in given:
+            if k not in valid:
+                raise UserError(f"experiment.refiner_at.{b}: {k!r} is not a knob one budget's "
+                                f"refiner may set; {nearest(k, valid)}valid: {', '.join(sorted(valid))}")
+        out[b] = {k: checked(v, valid[k], f"experiment.refiner_at.{b}.{k}") for k, v in given.items()}
+    check_refiner(cfg["refiner"], "refiner")
+    knobs = {b: {**cfg["refiner"], **out.get(b, {})} for b in cfg["experiment"]["budgets"]}
+    for b in out.keys() & knobs.keys():
+        check_refiner(knobs[b], f"experiment.refiner_at.{b}")
+    return knobs
+
+
+def check_refiner(ref: dict, where: str) -> None:
+    """UserError for a [refiner] value out of its range (`where`: the table that set it)."""
+    from gan.diffaugment import OPS
+    from gan.networks import HEADS
+
+    if ref["variants"] < 1:
+        raise UserError(f"refiner.variants must be at least 1, got {ref['variants']}")
+    if ref["variants"] > 1 and not ref["warp"]:
+        raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
+                        "noise input, so without it every variant is the same image")
+    if ref["head"] not in HEADS:
+        raise UserError(f"{where}.head {ref['head']!r} is not a head; choose one of "
+                        f"{', '.join(HEADS)}")
+    unknown = [op for op in ref["augment"] if op not in OPS]
+    if unknown:
+        raise UserError(f"{where}.augment: {', '.join(map(repr, unknown))} is not an "
+                        f"augmentation; choose from {', '.join(OPS)}")
+    if ref["val_images"] < 0:
+        raise UserError(f"{where}.val_images must be 0 (off) or more, got {ref['val_images']}")
+    if not 0 <= ref["ada_target"] < 1:
+        raise UserError(f"{where}.ada_target must be in [0, 1) (0: off; ADA uses 0.6), got "
+                        f"{ref['ada_target']}")
+    if not 0 < ref["match_nearest"] <= 1:
+        raise UserError(f"{where}.match_nearest must be in (0, 1] (a share of each digit's real "
+                        f"images; 1: any of them), got {ref['match_nearest']}")
 
 
 def group_cells(stages: dict, cells: list[str], size: int) -> None:
@@ -154,34 +206,14 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
     GAN) and tone (the tone-curve baseline), each on that seed's budget of real images."""
     from synthgap import stages as st
 
-    e, ref = cfg["experiment"], cfg["refiner"]
-    if ref["variants"] < 1:
-        raise UserError(f"refiner.variants must be at least 1, got {ref['variants']}")
-    if ref["variants"] > 1 and not ref["warp"]:
-        raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
-                        "noise input, so without it every variant is the same image")
-    from gan.diffaugment import OPS
-    from gan.networks import HEADS
-    if ref["head"] not in HEADS:
-        raise UserError(f"refiner.head {ref['head']!r} is not a head; choose one of "
-                        f"{', '.join(HEADS)}")
-    unknown = [op for op in ref["augment"] if op not in OPS]
-    if unknown:
-        raise UserError(f"refiner.augment: {', '.join(map(repr, unknown))} is not an augmentation; "
-                        f"choose from {', '.join(OPS)}")
-    if ref["val_images"] < 0:
-        raise UserError(f"refiner.val_images must be 0 (off) or more, got {ref['val_images']}")
-    if not 0 <= ref["ada_target"] < 1:
-        raise UserError(f"refiner.ada_target must be in [0, 1) (0: off; ADA uses 0.6), "
-                        f"got {ref['ada_target']}")
+    e = cfg["experiment"]
+    knobs = refiner_knobs(cfg)
     add_oracle(add, cfg)
     oracle = {"oracle_width": oracle_params(cfg)["width"]}
-    if not 0 < ref["match_nearest"] <= 1:
-        raise UserError(f"refiner.match_nearest must be in (0, 1] (a share of each digit's real "
-                        f"images; 1: any of them), got {ref['match_nearest']}")
-    match = {k: ref[k] for k in ("match_levels", "match_nearest")}
-    trained = {k: v for k, v in ref.items() if k not in match}  # matching follows training
     for b in e["budgets"]:
+        ref = knobs[b]
+        match = {k: ref[k] for k in ("match_levels", "match_nearest")}
+        trained = {k: v for k, v in ref.items() if k not in match}  # matching follows training
         for seed, suffix in refiner_seeds(cfg):
             add(budget_stage(b, seed))
             inputs = {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts",

@@ -128,6 +128,32 @@ def test_each_budget_takes_its_own_synthetic_fraction():
             build_graph("mnist-sweep", load_config("mnist-sweep", sets)[1])
 
 
+def test_each_budget_may_set_its_own_refiner_knobs():
+    from synthgap.dag import compute_keys
+    from synthgap.graph import UserError, build_graph
+    from pipeline import load_config
+    stages = build_graph("mnist-sweep", load_config("mnist-sweep", [])[1])
+    assert stages["train_refiner/b55"].params["lambda_sem"] == 3.0
+    assert {stages[f"train_refiner/b{b}"].params["lambda_sem"] for b in (385, 5500, 38500)} == {1.0}
+    # the tone stage and the matching take the budget's own knobs too; other budgets' keys stay
+    moved = build_graph("mnist-sweep", load_config("mnist-sweep", [
+        "experiment.refiner_at={55 = {lambda_sem = 3.0}, 385 = {match_nearest = 0.5}}"])[1])
+    assert moved["tone/b385"].params["match_nearest"] == moved["refine/b385"].params["match_nearest"] == 0.5
+    keys, moved_keys = compute_keys(stages), compute_keys(moved)
+    changed = {n for n in keys if keys[n]["key"] != moved_keys[n]["key"]}
+    assert {"tone/b385", "refine/b385", "gap/refined/b385", "classify/gan/b385/s1"} <= changed
+    assert not {n for n in changed if "b385" not in n and n != "report"}
+    for sets, message in [
+            (["experiment.refiner_at={55 = {lambda_sen = 3.0}}"],
+             r"experiment.refiner_at.55: 'lambda_sen' is not a knob .*did you mean 'lambda_sem'"),
+            (["experiment.refiner_at={55 = {variants = 2}}"], "'variants' is not a knob"),
+            (["experiment.refiner_at={55 = {lambda_sem = true}}"], "refiner_at.55.lambda_sem = True is not a number"),
+            (["experiment.refiner_at={small = {lambda_sem = 3.0}}"], "key 'small' is not a budget"),
+            (["experiment.refiner_at={55 = {ada_target = 2.0}}"], r"experiment.refiner_at.55.ada_target must be in \[0, 1\)")]:
+        with pytest.raises(UserError, match=message):
+            build_graph("mnist-sweep", load_config("mnist-sweep", sets)[1])
+
+
 def test_cells_in_groups_share_one_unit_of_work_and_leave_the_oracle_alone():
     from synthgap.dag import compute_keys
     from synthgap.graph import UserError, build_graph
