@@ -1,9 +1,10 @@
 """Validation error of the classify cells in a workspace: each cell's model scored on the split's
 held-out training digits (never trained on by any cell, and not the MNIST test set), as a markdown
-table by mixture, budget, synthetic fraction and synthetic source, mean over seeds. Run variants of
-a study with `--set KEY=VALUE --name ...` into one workspace first (a synthetic fraction F at every
-budget is `--set experiment.synthetic_fraction=F --set 'experiment.synthetic_fraction_at={}'`; or a
-renderer's knob or code, whose renders then have another cache key); choose on this table.
+table by mixture, budget, synthetic fraction and synthetic source, mean over seeds and its standard
+deviation. Run variants of a study with `--set KEY=VALUE --name ...` into one workspace first (a
+synthetic fraction F at every budget is `--set experiment.synthetic_fraction=F
+--set 'experiment.synthetic_fraction_at={}'`; or a renderer's knob or code, whose renders then have
+another cache key); choose on this table.
 `--sources` keeps the cells whose synthetic source's cache key starts with one of the given prefixes.
 
     python benchmarks/validation_error.py --workdir runs/mnist-sweep [--budgets 55 385]
@@ -66,14 +67,15 @@ def main() -> int:
           "Mean over seeds; the test error (MNIST test set) for reference only.\n")
     digits = "".join(f" {d} |" for d in range(10)) if args.per_class else ""
     print(f"| mixture | budget | synthetic fraction | synthetic source | seeds | validation error "
-          f"| test error |{digits}")
-    print("|---|---:|---:|---|---:|---:|---:|" + "---:|" * (10 if args.per_class else 0))
+          f"| its sd over seeds | test error |{digits}")
+    print("|---|---:|---:|---|---:|---:|---:|---:|" + "---:|" * (10 if args.per_class else 0))
     for (mixture, budget, fraction, source), rows in sorted(found.items()):
         per = np.mean([d for _, d, _ in rows], 0)
         extra = "".join(f" {e:.3f} |" for e in per) if args.per_class else ""
+        val = [v for v, _, _ in rows]
+        sd = f"{np.std(val, ddof=1):.4f}" if len(val) > 1 else "–"
         print(f"| {mixture} | {budget:,} | {fraction:g} | {source} | {len(rows)} | "
-              f"{np.mean([v for v, _, _ in rows]):.4f} | {np.mean([t for _, _, t in rows]):.4f} |"
-              f"{extra}")
+              f"{np.mean(val):.4f} | {sd} | {np.mean([t for _, _, t in rows]):.4f} |{extra}")
     by_fraction = defaultdict(list)  # (fraction, budget) -> each mixture's mean
     for (_, budget, fraction, _), rows in found.items():
         by_fraction[fraction, budget].append(np.mean([v for v, _, _ in rows]))
