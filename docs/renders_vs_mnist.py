@@ -12,6 +12,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from synthgap.config import load  # noqa: E402
 from synthgap.data.mnist import load_mnist  # noqa: E402
 from renderers.composite import composite  # noqa: E402
 from renderers.fonts import discover, render_digits  # noqa: E402
@@ -22,11 +23,9 @@ def grid(images: np.ndarray) -> np.ndarray:
 
 
 def main():
-    import tomllib
-
-    cfg = tomllib.loads((ROOT / "configs" / "mnist-sweep.toml").read_text())
-    knobs = {k: v for k, v in cfg["fonts"].items() if k not in ("folders", "seed")}
-    fonts = [c.path for c in discover() if c.ok]
+    cfg = load("mnist-sweep")[1]  # the study's knobs, every default filled in
+    knobs = {k: v for k, v in cfg["fonts"].items() if k not in ("folders", "exclude", "seed")}
+    fonts = [c.path for c in discover(cfg["fonts"]["folders"], exclude=cfg["fonts"]["exclude"]) if c.ok]
     renders, labels = render_digits(fonts, 1000, seed=0, cfg=knobs)
     order = np.argsort(labels[:100], kind="stable")
     mnist = load_mnist()["test_images"][:100]
