@@ -26,7 +26,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from classifiers.digits import load_model, predict
-    from renderers.fonts import EXCLUDE, FontsConfig, discover, render_digits
+    from renderers.fontfiles import EXCLUDE, discover
+    from renderers.fonts import FontsConfig, render_digits
 
     oracles = sorted((args.workdir / "cache" / "oracle").glob("*/meta.json"))
     if len(oracles) != 1:

@@ -11,7 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from renderers.composite import MODES, composite  # noqa: E402
-from renderers.fonts import discover, render_digits  # noqa: E402
+from renderers.fontfiles import discover  # noqa: E402
+from renderers.fonts import render_digits  # noqa: E402
 
 
 def main():

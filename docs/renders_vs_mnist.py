@@ -15,7 +15,8 @@ sys.path.insert(0, str(ROOT))
 from synthgap.config import load  # noqa: E402
 from synthgap.data.mnist import load_mnist  # noqa: E402
 from renderers.composite import composite  # noqa: E402
-from renderers.fonts import discover, render_digits  # noqa: E402
+from renderers.fontfiles import discover  # noqa: E402
+from renderers.fonts import render_digits  # noqa: E402
 
 
 def grid(images: np.ndarray) -> np.ndarray:

@@ -46,7 +46,8 @@ def fonts_cmd(count: int = typer.Option(1000, "--count", min=1, help="Digits to 
               workers: int = typer.Option(1, "--workers", min=1, help="Processes to render with."),
               list_only: bool = typer.Option(False, "--list", help="List every font found, used or rejected with the reason, and stop.")):
     """Render class-balanced digits from font files (MNIST-style normalisation and augmentation)."""
-    from renderers.fonts import discover, matplotlib_fonts, render_digits
+    from renderers.fontfiles import discover, matplotlib_fonts
+    from renderers.fonts import render_digits
 
     try:
         checks = discover(folders or [], include_default=not no_default, exclude=exclude)

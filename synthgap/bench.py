@@ -119,7 +119,8 @@ def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | N
     from classifiers.detector import DEFAULTS as GAP, make_net, to_input, train_net
     from classifiers.digits import DEFAULTS as CLF, make_cnn, train_classifiers
     from gan.train import DEFAULTS as GAN, train_refiner
-    from renderers.fonts import discover, render_digits
+    from renderers.fontfiles import discover
+    from renderers.fonts import render_digits
     from synthgap.data.mnist import load_mnist
 
     size = sizes or SIZES[device.type]

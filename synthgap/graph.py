@@ -39,7 +39,8 @@ def build_graph(name: str, cfg: dict) -> dict[str, dag.Stage]:
     #                 a mixed cell, real+..., also takes its budget's synthetic fraction)
     mixtures = set(e["mixtures"])
     if mixtures - {"real"}:
-        from renderers.fonts import EDGES, excluded, font_files
+        from renderers.fontfiles import excluded, font_files
+        from renderers.fonts import EDGES
         fonts = {**cfg["fonts"], "total": e["synthetic_total"]}
         if fonts["edges"] not in EDGES:
             raise UserError(f"fonts.edges {fonts['edges']!r} is not an edge model; choose one of "

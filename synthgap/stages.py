@@ -63,7 +63,8 @@ def budget(params, inputs, out, ctx):
 
 def render_fonts(params, inputs, out, ctx):
     """`total` class-balanced font renders with the configured augmentation; fonts.npz + fonts.json."""
-    from renderers.fonts import discover, render_digits
+    from renderers.fontfiles import discover
+    from renderers.fonts import render_digits
 
     checks = discover(params["folders"], exclude=params["exclude"])
     fonts = [c for c in checks if c.ok]

@@ -10,7 +10,7 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-from renderers.fonts import discover, matplotlib_fonts  # noqa: E402
+from renderers.fontfiles import discover, matplotlib_fonts  # noqa: E402
 
 # the smoke study at one budget and one seed, with fewer steps: every mixture, a refiner, the gap
 # stages; for the tests that compare whole runs made different ways

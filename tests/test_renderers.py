@@ -12,7 +12,8 @@ from synthgap.data.mnist import load_mnist
 from renderers import composite as comp
 from renderers.augment import coverage, elastic
 from conftest import mpl_font
-from renderers.fonts import center_of_mass, check_font, discover, normalise, render_digits
+from renderers.fontfiles import check_font, discover
+from renderers.fonts import center_of_mass, normalise, render_digits
 from renderers.geometry import ink_box, ink_moments
 
 ROOT = Path(__file__).resolve().parent.parent
