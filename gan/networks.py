@@ -52,11 +52,26 @@ HEADS = {"tanh": nn.Tanh, "clip": Saturating, "black": lambda: Saturating(-0.1),
          "cap": lambda: Saturating(0.0, 254 / 127.5 - 1)}
 
 
+UPSAMPLES = ("transpose", "resize")
+
+
+def up_sampling(w2: int, width: int, kind: str) -> list[nn.Module]:
+    """Half to full resolution: a stride-2 transposed 3×3 convolution ("transpose"), whose kernel
+    overlaps itself unevenly and leaves a checkerboard in the output, or nearest-neighbour resizing
+    followed by a 3×3 convolution ("resize"), which cannot (Odena et al. 2016)."""
+    if kind == "transpose":
+        return [nn.ConvTranspose2d(w2, width, 3, stride=2, padding=1, output_padding=1)]
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                nn.Conv2d(w2, width, 3)]
+    raise ValueError(f"upsample {kind!r}: choose one of {', '.join(UPSAMPLES)}")
+
+
 def generator(channels: int = 1, width: int = 16, blocks: int = 4,
-              head: str = "tanh") -> nn.Sequential:
+              head: str = "tanh", upsample: str = "transpose") -> nn.Sequential:
     """Images in [-1, 1] -> images in [-1, 1] of the same shape; the output head is one of `HEADS`:
     tanh (never reaches black or white), clip (reaches both), black (reaches black only) or cap
-    (reaches black and 254, never 255)."""
+    (reaches black and 254, never 255); `upsample` one of `UPSAMPLES`."""
     if head not in HEADS:
         raise ValueError(f"head {head!r}: choose one of {', '.join(HEADS)}")
     w2 = 2 * width
@@ -65,8 +80,7 @@ def generator(channels: int = 1, width: int = 16, blocks: int = 4,
         nn.ReLU(True),
         nn.Conv2d(width, w2, 3, stride=2, padding=1), nn.InstanceNorm2d(w2, affine=True), nn.ReLU(True),
         *[ResBlock(w2) for _ in range(blocks)],
-        nn.ConvTranspose2d(w2, width, 3, stride=2, padding=1, output_padding=1),
-        nn.InstanceNorm2d(width, affine=True), nn.ReLU(True),
+        *up_sampling(w2, width, upsample), nn.InstanceNorm2d(width, affine=True), nn.ReLU(True),
         nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), HEADS[head]())
 
 
@@ -90,9 +104,10 @@ class Refiner(nn.Module):
     identity unless training fitted one, knob `tone_first`)."""
 
     def __init__(self, channels: int = 1, width: int = 16, blocks: int = 4, warp: bool = False,
-                 max_px: float = 2.0, noise: int = 4, head: str = "tanh"):
+                 max_px: float = 2.0, noise: int = 4, head: str = "tanh",
+                 upsample: str = "transpose"):
         super().__init__()
-        self.appearance = generator(channels, width, blocks, head)
+        self.appearance = generator(channels, width, blocks, head, upsample)
         self.channels, self.max_px, self.noise = channels, max_px, noise
         # a tone curve applied to the uint8 input before anything else (identity unless fitted)
         self.register_buffer("tone", torch.arange(256, dtype=torch.uint8))

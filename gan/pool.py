@@ -29,6 +29,14 @@ class ImagePool:
             return self._query(batch, labels)[0]
         return self._query(batch, labels)
 
+    def sample(self, n: int):
+        """`n` stored images and their labels, drawn with replacement, nothing stored; None while
+        the pool is empty (or has size 0)."""
+        if not self.count:
+            return None
+        slots = to_device(torch.randint(self.count, (n,), generator=self.gen), self.images.device)
+        return self.images[slots], self.labels[slots]
+
     def _query(self, batch, labels):
         if self.size == 0:
             return batch, labels

@@ -8,7 +8,7 @@ Losses (Zhu et al. 2017, with the additions of the study):
   (`augment`, DiffAugment: translation and cutout keep grey levels, brightness hides them; with
   `ada_target`, each op with a probability adapted to D_real's overfitting, as in ADA), and an
   R1 penalty on real inputs (`r1`) keeps the discriminators smooth; they learn at their own rate
-  (`lr_d`, two time scales);
+  (`lr_d`, two time scales) and `d_steps` times per generator step;
 - G = appearance ∘ warp (`warp`): a smooth displacement field of at most `warp_max_px` pixels,
   predicted from the render and a noise map, moves the strokes; λ_smooth penalises the field's
   squared gradient;
@@ -52,9 +52,15 @@ class RefinerConfig:
     batch_size: int = 32
     lr: float = 0.0002           # generators: Adam, betas (beta1, 0.999), as in CycleGAN
     lr_d: float = 0.0004         # discriminators: their own, faster rate (two time scales)
+    d_steps: int = 2             # discriminator updates per generator step; each one after the
+                                 # first on fresh real images and renders against past fakes
+                                 # drawn from the image pool
     beta1: float = 0.5
     width: int = 16              # generator channels at full resolution (twice that inside)
     blocks: int = 3              # residual blocks at half resolution
+    upsample: str = "resize"     # G's way back to full resolution (gan/networks.py UPSAMPLES):
+                                 # "resize" (nearest, then a convolution) leaves no checkerboard,
+                                 # "transpose" (a stride-2 transposed convolution) does
     head: str = "black"          # G's output head (gan/networks.py HEADS): "black" reaches MNIST's
                                  # exact 0 and only approaches 255, "clip" both, "tanh" neither
     d_width: int = 32            # discriminator channels: a PatchGAN head (18 x 18 patches) and
@@ -95,7 +101,7 @@ class RefinerConfig:
 
 DEFAULTS = asdict(RefinerConfig())
 NETS = ("G", "F", "D_real", "D_syn")
-ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head")
+ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head", "upsample")
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -114,8 +120,10 @@ def make_nets(shape: tuple, cfg: dict) -> dict[str, nn.Module]:
          "image_head": cfg["image_head"], "grey_head": cfg["grey_head"],
          "pixels": shape[1] * shape[2]}
     return {"G": init_warp(init_weights(Refiner(channels, cfg["width"], cfg["blocks"], cfg["warp"],
-                                                cfg["warp_max_px"], head=cfg["head"]))),
-            "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["head"])),
+                                                cfg["warp_max_px"], head=cfg["head"],
+                                                upsample=cfg["upsample"]))),
+            "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["head"],
+                                        cfg["upsample"])),
             "D_real": init_weights(discriminator(channels, cfg["d_width"], **d)),
             "D_syn": init_weights(discriminator(channels, cfg["d_width"], **d))}
 
@@ -205,14 +213,17 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     lc, li = cfg["lambda_cycle"], cfg["lambda_cycle"] * cfg["lambda_identity"]
     history = []
+
+    def draw():
+        """A batch of renders and of real images, with their labels, in [-1, 1]."""
+        if batches is not None:
+            return tuple(t.to(device, non_blocking=True) for t in next(batches))
+        i_syn = torch.randint(len(syn_t), (cfg["batch_size"],), generator=gen, device=device)
+        i_real = torch.randint(len(real_t), (cfg["batch_size"],), generator=gen, device=device)
+        return to_signed(syn_t[i_syn]), lab_t[i_syn], to_signed(real_t[i_real]), rlab_t[i_real]
+
     for step in range(cfg["steps"]):
-        if batches is None:
-            i_syn = torch.randint(len(syn_t), (cfg["batch_size"],), generator=gen, device=device)
-            i_real = torch.randint(len(real_t), (cfg["batch_size"],), generator=gen, device=device)
-            x, y = to_signed(syn_t[i_syn]), to_signed(real_t[i_real])
-            lx, ly = lab_t[i_syn], rlab_t[i_real]
-        else:
-            x, lx, y, ly = (t.to(device, non_blocking=True) for t in next(batches))
+        x, lx, y, ly = draw()
 
         # generators
         D_real.requires_grad_(False)
@@ -244,22 +255,27 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         # discriminators, on fresh real images and pooled fakes
         D_real.requires_grad_(True)
         D_syn.requires_grad_(True)
-        old_y, old_lx = pools["real"].query(fake_y, lx)
-        old_x, old_ly = pools["syn"].query(fake_x, ly)
-        with autocast:
-            real_scores = D_real(aug(y), cond(ly))
-            losses["D_real"] = 0.5 * (adversarial(real_scores, 1.0)
-                                      + adversarial(D_real(aug(old_y), cond(old_lx)), 0.0))
-            losses["D_syn"] = 0.5 * (adversarial(D_syn(aug(x), cond(lx)), 1.0)
-                                     + adversarial(D_syn(aug(old_x), cond(old_ly)), 0.0))
-            d_total = losses["D_real"] + losses["D_syn"]
-            if cfg["r1"] > 0:
-                losses["r1"] = (r1_penalty(D_real, aug(y), cond(ly))
-                                + r1_penalty(D_syn, aug(x), cond(lx)))
-                d_total = d_total + cfg["r1"] / 2 * losses["r1"]
-        opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        opt_d.step()
+        fakes = {"real": pools["real"].query(fake_y, lx), "syn": pools["syn"].query(fake_x, ly)}
+        xd, lxd, yd, lyd = x, lx, y, ly
+        for extra in range(cfg["d_steps"]):
+            if extra:  # fresh images against past fakes drawn from the pools
+                xd, lxd, yd, lyd = draw()
+                fakes = {k: pools[k].sample(len(yd)) or fakes[k] for k in fakes}
+            (old_y, old_lx), (old_x, old_ly) = fakes["real"], fakes["syn"]
+            with autocast:
+                real_scores = D_real(aug(yd), cond(lyd))
+                losses["D_real"] = 0.5 * (adversarial(real_scores, 1.0)
+                                          + adversarial(D_real(aug(old_y), cond(old_lx)), 0.0))
+                losses["D_syn"] = 0.5 * (adversarial(D_syn(aug(xd), cond(lxd)), 1.0)
+                                         + adversarial(D_syn(aug(old_x), cond(old_ly)), 0.0))
+                d_total = losses["D_real"] + losses["D_syn"]
+                if cfg["r1"] > 0:
+                    losses["r1"] = (r1_penalty(D_real, aug(yd), cond(lyd))
+                                    + r1_penalty(D_syn, aug(xd), cond(lxd)))
+                    d_total = d_total + cfg["r1"] / 2 * losses["r1"]
+            opt_d.zero_grad(set_to_none=True)
+            d_total.backward()
+            opt_d.step()
         for s in scheds:
             s.step()
         if cfg["ada_target"] > 0:  # ADA's overfitting signal r_t, on D_real's training images

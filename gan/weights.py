@@ -40,11 +40,12 @@ def load_generator(path, name: str = "G") -> nn.Module:
                          "refiner.safetensors that train-refiner wrote") from None
     # files written before the `head` knob name their head by `saturate`
     head = arch.get("head", "clip" if arch.get("saturate") else "tanh")
+    upsample = arch.get("upsample", "transpose")  # files written before the knob
     if name == "G":
         net = Refiner(arch["channels"], arch["width"], arch["blocks"], arch.get("warp", False),
-                      arch.get("warp_max_px", 2.0), head=head)
+                      arch.get("warp_max_px", 2.0), head=head, upsample=upsample)
     else:
-        net = generator(arch["channels"], arch["width"], arch["blocks"], head)
+        net = generator(arch["channels"], arch["width"], arch["blocks"], head, upsample)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

@@ -140,7 +140,7 @@ def refiner_knobs(cfg: dict) -> dict[int, dict]:
 def check_refiner(ref: dict, where: str) -> None:
     """UserError for a [refiner] value out of its range (`where`: the table that set it)."""
     from gan.diffaugment import OPS
-    from gan.networks import HEADS
+    from gan.networks import HEADS, UPSAMPLES
 
     if ref["variants"] < 1:
         raise UserError(f"refiner.variants must be at least 1, got {ref['variants']}")
@@ -150,10 +150,16 @@ def check_refiner(ref: dict, where: str) -> None:
     if ref["head"] not in HEADS:
         raise UserError(f"{where}.head {ref['head']!r} is not a head; choose one of "
                         f"{', '.join(HEADS)}")
+    if ref["upsample"] not in UPSAMPLES:
+        raise UserError(f"{where}.upsample {ref['upsample']!r} is not a way to up-sample; choose "
+                        f"one of {', '.join(UPSAMPLES)}")
     unknown = [op for op in ref["augment"] if op not in OPS]
     if unknown:
         raise UserError(f"{where}.augment: {', '.join(map(repr, unknown))} is not an "
                         f"augmentation; choose from {', '.join(OPS)}")
+    if ref["d_steps"] < 1:
+        raise UserError(f"{where}.d_steps must be at least 1 (discriminator updates per generator "
+                        f"step), got {ref['d_steps']}")
     if ref["val_images"] < 0:
         raise UserError(f"{where}.val_images must be 0 (off) or more, got {ref['val_images']}")
     if not 0 <= ref["ada_target"] < 1:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from gan.diffaugment import OPS, diff_augment
 from gan.networks import HEADS, discriminator, generator
@@ -49,6 +50,19 @@ def test_one_step_changes_every_network():
     assert history[0]["step"] == 1 and {"gan_G", "gan_F", "cycle", "D_real", "D_syn"} <= set(history[0])
 
 
+def test_extra_discriminator_steps_move_only_the_discriminators():
+    """With d_steps 2 the first generator step is the same, and the discriminators have had a
+    second update on fresh images against pooled fakes."""
+    cfg = {**TINY, "steps": 1, "warp": False}
+    one, _ = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**cfg, "d_steps": 1}, 0, CPU)
+    two, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**cfg, "d_steps": 2}, 0, CPU)
+    for name in ("G", "F"):
+        assert all(torch.equal(a, b) for a, b in zip(one[name].parameters(), two[name].parameters()))
+    for name in ("D_real", "D_syn"):
+        assert not all(torch.equal(a, b) for a, b in zip(one[name].parameters(), two[name].parameters()))
+    assert np.isfinite(history[0]["D_real"])
+
+
 def test_pool_returns_past_images():
     pool = ImagePool(4, torch.Generator().manual_seed(0))
     first = torch.arange(4.0).view(4, 1, 1, 1)
@@ -61,6 +75,12 @@ def test_pool_returns_past_images():
         assert set(out.flatten().tolist()) <= set(range(4)) | set(range(100, 120))
     assert seen_old > 10  # about half of the images come from the past
     assert torch.equal(ImagePool(0).query(first), first)
+    stored = set(pool.images.flatten().tolist())
+    drawn, labels = pool.sample(9)
+    assert drawn.shape == (9, 1, 1, 1) and set(drawn.flatten().tolist()) <= stored
+    assert torch.equal(labels, torch.zeros(9, dtype=torch.long))
+    assert torch.equal(pool.images.flatten().unique(), torch.tensor(sorted(stored)))  # nothing stored
+    assert ImagePool(4).sample(2) is None and ImagePool(0).sample(2) is None
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
@@ -146,9 +166,11 @@ def test_semantic_consistency_uses_the_classifier():
     assert "semantic" not in history[-1]
 
 
-def test_save_load_round_trip(tmp_path):
-    nets, _ = train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, {**TINY, "steps": 2}, 0, CPU)
-    save_refiner(nets, tmp_path / "r.safetensors", TINY, 1)
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_save_load_round_trip(tmp_path, upsample):
+    cfg = {**TINY, "steps": 2, "upsample": upsample}
+    nets, _ = train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, cfg, 0, CPU)
+    save_refiner(nets, tmp_path / "r.safetensors", cfg, 1)
     for name in ("G", "F"):
         loaded = load_generator(tmp_path / "r.safetensors", name)
         x = torch.randn(3, 1, 28, 28)
@@ -363,6 +385,26 @@ def test_exemplars_of_like_ink_come_from_the_nearest_share_of_the_digit():
     anywhere = exemplars_for(labels, real_labels, 0, ink, real_ink, 1.0)
     assert np.array_equal(anywhere, exemplars_for(labels, real_labels, 0))  # 1: ink plays no part
     assert np.abs(real_ink[anywhere] - ink).mean() > 50
+
+
+def test_resize_up_sampling_leaves_no_checkerboard():
+    """A uniform kernel on a uniform map: the transposed convolution's uneven overlap gives pixels
+    of 1, 2 or 4 contributions by their parity, resizing then convolving gives every pixel the same."""
+    from gan.networks import up_sampling
+
+    out = {}
+    for kind in ("transpose", "resize"):
+        net = nn.Sequential(*up_sampling(2, 1, kind))
+        conv = net[-1]
+        nn.init.ones_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        with torch.no_grad():
+            out[kind] = net(torch.ones(1, 2, 7, 7))[0, 0, 1:-1, 1:-1]  # inner pixels
+    assert out["transpose"].shape == out["resize"].shape == (12, 12)
+    assert set(out["transpose"].unique().tolist()) == {2.0, 4.0, 8.0}  # 1, 2, 4 taps x 2 channels
+    assert torch.all(out["resize"] == 18.0)  # 9 taps x 2 channels everywhere
+    with pytest.raises(ValueError, match="choose one of"):
+        up_sampling(2, 1, "pixelshuffle")
 
 
 def test_output_heads_reach_what_they_say():
