@@ -33,30 +33,25 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=10000, help="images a side (default 10000)")
     args = parser.parse_args()
     from classifiers.detector import GapConfig, c2st
+    import cached
     from synthgap.data.imageset import load_imageset
 
     cache = args.workdir / "cache"
-    if not cache.is_dir():
-        print(f"error: {args.workdir} holds no cache folder; give the workspace of a run "
-              "(pipeline run ... --workdir)", file=sys.stderr)
-        return 2
-    splits = sorted((cache / "split").glob("*/holdout.npz"))
     found = {}
-    for source in args.sources:
-        kind, _, prefix = source.partition("/")
-        hits = sorted(p for p in (cache / kind).glob(f"{prefix}*/*.npz")) if prefix else []
-        if len(hits) != 1:
-            print(f"error: {source!r} matches {len(hits)} cached image files in {cache}; give "
-                  "KIND/KEY-PREFIX of one stage (ls the cache's folders)", file=sys.stderr)
-            return 2
-        found[source] = hits[0]
-    if len(splits) != 1:
-        print(f"error: {args.workdir} needs exactly one cached split (found {len(splits)}); "
-              "give the workspace of one study", file=sys.stderr)
+    try:
+        holdout = cached.holdout(args.workdir).images
+        for source in args.sources:
+            kind, _, prefix = source.partition("/")
+            hits = sorted(p for p in (cache / kind).glob(f"{prefix}*/*.npz")) if prefix else []
+            if len(hits) != 1:
+                raise LookupError(f"{source!r} matches {len(hits)} cached image files in {cache}; "
+                                  "give KIND/KEY-PREFIX of one stage (ls the cache's folders)")
+            found[source] = hits[0]
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
     seed = GapConfig().seed
-    holdout = load_imageset(splits[0]).images
     print(f"C2ST AUC over detector seeds 0–{args.seeds - 1}; {args.samples:,} images a side, drawn "
           f"as the gap stage draws them (seed {seed}); half of each side trains, half tests.\n")
     print("| source | view | steps | mean AUC | sd | min – max | s a run |")

@@ -10,7 +10,6 @@ only as far as the oracle reads the render itself, so this bounds label retentio
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -25,18 +24,17 @@ def main() -> int:
     parser.add_argument("--per-font", type=int, default=2000, help="renders a font (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from classifiers.digits import load_model, predict
+    import cached
+    from classifiers.digits import predict
     from renderers.fontfiles import EXCLUDE, discover
     from renderers.fonts import FontsConfig, render_digits
 
-    oracles = sorted((args.workdir / "cache" / "oracle").glob("*/meta.json"))
-    if len(oracles) != 1:
-        print(f"error: {args.workdir} needs exactly one cached oracle (found {len(oracles)}); give "
-              "the workspace of a study that ran (pipeline run ... --workdir)", file=sys.stderr)
+    try:
+        oracle = cached.oracle(args.workdir)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
-    width = json.loads(oracles[0].read_text())["params"]["width"]
-    oracle = load_model(oracles[0].parent / "model.safetensors", width)
     knobs = {k: v for k, v in asdict(FontsConfig()).items() if k not in ("folders", "exclude", "seed")}
     fonts = [c for c in discover(exclude=[]) if c.ok]
     print(f"{args.per_font:,} renders a font (seed {args.seed}), FontsConfig's knobs; the oracle's "

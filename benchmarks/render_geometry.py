@@ -39,27 +39,27 @@ def main() -> int:
     parser.add_argument("--renders", nargs="*", default=[],
                         help="only the render_fonts stages whose cache keys start so (default: all)")
     args = parser.parse_args()
-    from classifiers.digits import load_model
-    from classifiers.frechet import features, frechet_distance
+    import cached
     from synthgap.data.imageset import load_imageset
+    from classifiers.frechet import features, frechet_distance
 
-    cache = args.workdir / "cache"
-    splits = sorted((cache / "split").glob("*/holdout.npz"))
-    renders = [p for p in sorted((cache / "render_fonts").glob("*/fonts.npz"))
+    renders = [p for p in sorted((args.workdir / "cache" / "render_fonts").glob("*/fonts.npz"))
                if not args.renders or p.parent.name.startswith(tuple(args.renders))]
-    if len(splits) != 1 or not renders:
-        print(f"error: {args.workdir} needs one cached split and a cached render_fonts stage "
-              f"(found {len(splits)} and {len(renders)}); give the workspace of one study",
-              file=sys.stderr)
+    try:
+        real = cached.holdout(args.workdir).images[:args.samples]
+        if not renders:
+            raise LookupError(f"{args.workdir} holds no cached render_fonts stage"
+                              + (f" whose key starts {' or '.join(args.renders)}" if args.renders else "")
+                              + "; give the workspace of a study that rendered fonts")
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(2)
-    real = load_imageset(splits[0]).images[:args.samples]
-    oracles = sorted((cache / "oracle").glob("*/meta.json"))
-    oracle = feats = None
-    if oracles:
-        width = json.loads(oracles[0].read_text())["params"]["width"]
-        oracle = load_model(oracles[0].parent / "model.safetensors", width)
+    try:  # the Fréchet column where the workspace holds an oracle
+        oracle = cached.oracle(args.workdir)
         feats = features(oracle, real, torch.device("cpu"))
+    except LookupError:
+        oracle = feats = None
     names = list(geometry(real[:1]))[:-1]  # quantiles of these; a share of "at the border"
     print(f"{len(real):,} images a side; quantiles 10 / 50 / 90 %; Fréchet in the oracle's features"
           f"{'' if oracle else ' (no oracle in this workspace)'}.\n")

@@ -34,15 +34,14 @@ def main() -> int:
                         help="only cells whose synthetic source's cache key starts so (default: all)")
     parser.add_argument("--per-class", action="store_true", help="each digit's validation error too")
     args = parser.parse_args()
+    import cached
     from classifiers.digits import load_model, predict
-    from synthgap.data.imageset import load_imageset
 
-    splits = sorted((args.workdir / "cache" / "split").glob("*/holdout.npz"))
-    if len(splits) != 1:
-        print(f"error: {args.workdir} needs exactly one cached split (found {len(splits)}); "
-              "give the workspace of one study", file=sys.stderr)
+    try:
+        holdout = cached.holdout(args.workdir)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    holdout = load_imageset(splits[0])
     labels = np.asarray(holdout.labels)
     torch.set_num_threads(1)
     # (mixture, budget, fraction, synthetic source's key) -> [(validation, per digit, test)]
