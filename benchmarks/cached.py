@@ -1,11 +1,21 @@
 """What the benchmarks read from a study's workspace (`pipeline run ... --workdir`): its one cached
 split and its one cached oracle. A workspace that holds none, or several, is an error naming what
-was found; the scripts print it and exit with status 2."""
+was found; `run` prints it as one line and exits with status 2."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+
+def run(main) -> int:
+    """A benchmark's `main()`, its LookupError (a workspace without what it needs) one line and 2."""
+    try:
+        return main()
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def one_cached(workdir: Path, kind: str, file: str) -> Path:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cached  # benchmarks/cached.py, beside this script
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,23 +35,18 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=10000, help="images a side (default 10000)")
     args = parser.parse_args()
     from classifiers.detector import GapConfig, c2st
-    import cached
     from synthgap.data.imageset import load_imageset
 
     cache = args.workdir / "cache"
     found = {}
-    try:
-        holdout = cached.holdout(args.workdir).images
-        for source in args.sources:
-            kind, _, prefix = source.partition("/")
-            hits = sorted(p for p in (cache / kind).glob(f"{prefix}*/*.npz")) if prefix else []
-            if len(hits) != 1:
-                raise LookupError(f"{source!r} matches {len(hits)} cached image files in {cache}; "
-                                  "give KIND/KEY-PREFIX of one stage (ls the cache's folders)")
-            found[source] = hits[0]
-    except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    holdout = cached.holdout(args.workdir).images
+    for source in args.sources:
+        kind, _, prefix = source.partition("/")
+        hits = sorted(p for p in (cache / kind).glob(f"{prefix}*/*.npz")) if prefix else []
+        if len(hits) != 1:
+            raise LookupError(f"{source!r} matches {len(hits)} cached image files in {cache}; "
+                              "give KIND/KEY-PREFIX of one stage (ls the cache's folders)")
+        found[source] = hits[0]
     torch.set_num_threads(2)
     seed = GapConfig().seed
     print(f"C2ST AUC over detector seeds 0–{args.seeds - 1}; {args.samples:,} images a side, drawn "
@@ -74,4 +71,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cached.run(main))

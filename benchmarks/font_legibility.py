@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cached  # benchmarks/cached.py, beside this script
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,16 +26,11 @@ def main() -> int:
     parser.add_argument("--per-font", type=int, default=2000, help="renders a font (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    import cached
     from classifiers.digits import predict
     from renderers.fontfiles import EXCLUDE, discover
     from renderers.fonts import FontsConfig, render_digits
 
-    try:
-        oracle = cached.oracle(args.workdir)
-    except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    oracle = cached.oracle(args.workdir)
     torch.set_num_threads(2)
     knobs = {k: v for k, v in asdict(FontsConfig()).items() if k not in ("folders", "exclude", "seed")}
     fonts = [c for c in discover(exclude=[]) if c.ok]
@@ -57,4 +54,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cached.run(main))

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cached  # benchmarks/cached.py, beside this script
+
 
 def geometry(images: np.ndarray) -> dict[str, np.ndarray]:
     """Per image: bounding-box height and width, ink spread across and down, slant, and whether
@@ -39,21 +41,16 @@ def main() -> int:
     parser.add_argument("--renders", nargs="*", default=[],
                         help="only the render_fonts stages whose cache keys start so (default: all)")
     args = parser.parse_args()
-    import cached
     from synthgap.data.imageset import load_imageset
     from classifiers.frechet import features, frechet_distance
 
     renders = [p for p in sorted((args.workdir / "cache" / "render_fonts").glob("*/fonts.npz"))
                if not args.renders or p.parent.name.startswith(tuple(args.renders))]
-    try:
-        real = cached.holdout(args.workdir).images[:args.samples]
-        if not renders:
-            raise LookupError(f"{args.workdir} holds no cached render_fonts stage"
-                              + (f" whose key starts {' or '.join(args.renders)}" if args.renders else "")
-                              + "; give the workspace of a study that rendered fonts")
-    except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    real = cached.holdout(args.workdir).images[:args.samples]
+    if not renders:
+        raise LookupError(f"{args.workdir} holds no cached render_fonts stage"
+                          + (f" whose key starts {' or '.join(args.renders)}" if args.renders else "")
+                          + "; give the workspace of a study that rendered fonts")
     torch.set_num_threads(2)
     try:  # the Fréchet column where the workspace holds an oracle
         oracle = cached.oracle(args.workdir)
@@ -83,4 +80,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cached.run(main))

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cached  # benchmarks/cached.py, beside this script
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,14 +36,9 @@ def main() -> int:
                         help="only cells whose synthetic source's cache key starts so (default: all)")
     parser.add_argument("--per-class", action="store_true", help="each digit's validation error too")
     args = parser.parse_args()
-    import cached
     from classifiers.digits import load_model, predict
 
-    try:
-        holdout = cached.holdout(args.workdir)
-    except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    holdout = cached.holdout(args.workdir)
     labels = np.asarray(holdout.labels)
     torch.set_num_threads(1)
     # (mixture, budget, fraction, synthetic source's key) -> [(validation, per digit, test)]
@@ -92,4 +89,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cached.run(main))
