@@ -6,9 +6,10 @@ Losses (Zhu et al. 2017, with the additions of the study):
   (`conditional`: the budget's real images and the renders are both labelled) and spectrally
   normalised (`sn`); every discriminator input goes through the same differentiable augmentation
   (`augment`, DiffAugment: translation and cutout keep grey levels, brightness hides them; with
-  `ada_target`, each op with a probability adapted to D_real's overfitting, as in ADA), and an
-  R1 penalty on real inputs (`r1`) keeps the discriminators smooth; they learn at their own rate
-  (`lr_d`, two time scales) and `d_steps` times per generator step;
+  `ada_target`, each op with a probability adapted to D_real's overfitting, as in ADA), an R1
+  penalty on real inputs (`r1`) keeps the discriminators smooth and a LeCam term (`lecam`) keeps
+  their scores on real and fake images from running apart where real images are few; they learn
+  at their own rate (`lr_d`, two time scales) and `d_steps` times per generator step;
 - G = appearance ∘ warp (`warp`): a smooth displacement field of at most `warp_max_px` pixels,
   predicted from the render and a noise map, moves the strokes; λ_smooth penalises the field's
   squared gradient;
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan.diffaugment import ADA_INTERVAL, OPS, adapt, diff_augment
-from gan.losses import adversarial, r1_penalty, realness, smoothness
+from gan.losses import adversarial, lecam, r1_penalty, realness, smoothness
 from gan.networks import Refiner, discriminator, generator, init_warp, init_weights
 from gan.pool import ImagePool
 
@@ -69,6 +70,10 @@ class RefinerConfig:
     conditional: bool = True     # both heads see the digit's label (projection discriminator)
     sn: bool = True              # spectral normalisation of every discriminator layer
     r1: float = 0.0              # R1 penalty weight on real inputs (0: off)
+    lecam: float = 0.0           # LeCam regulariser weight (Tseng et al. 2021; 0: off): each
+                                 # head's scores on real and on fake images pulled towards the
+                                 # moving average of the other's, for discriminators with few
+                                 # real images
     holdout: int = 64            # real images kept out to measure the discriminator's accuracy
     val_images: int = 1000       # and as many of the split's held-out real images, outside every
                                  # budget and never trained on, to measure it with (0: off)
@@ -202,6 +207,7 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         classifier.to(device).eval().requires_grad_(False)
 
     ada_p, called_real = (0.0 if cfg["ada_target"] > 0 else 1.0), []  # ADA's p and its signal
+    averages = {"D_real": [], "D_syn": []}  # LeCam's moving averages of each head's scores
 
     def aug(x):
         return diff_augment(x, cfg["augment"], gen, ada_p) if cfg["augment"] else x
@@ -263,12 +269,15 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
                 fakes = {k: pools[k].sample(len(yd)) or fakes[k] for k in fakes}
             (old_y, old_lx), (old_x, old_ly) = fakes["real"], fakes["syn"]
             with autocast:
-                real_scores = D_real(aug(yd), cond(lyd))
-                losses["D_real"] = 0.5 * (adversarial(real_scores, 1.0)
-                                          + adversarial(D_real(aug(old_y), cond(old_lx)), 0.0))
-                losses["D_syn"] = 0.5 * (adversarial(D_syn(aug(xd), cond(lxd)), 1.0)
-                                         + adversarial(D_syn(aug(old_x), cond(old_ly)), 0.0))
+                scores = {"D_real": (D_real(aug(yd), cond(lyd)), D_real(aug(old_y), cond(old_lx))),
+                          "D_syn": (D_syn(aug(xd), cond(lxd)), D_syn(aug(old_x), cond(old_ly)))}
+                for k, (on_real, on_fake) in scores.items():
+                    losses[k] = 0.5 * (adversarial(on_real, 1.0) + adversarial(on_fake, 0.0))
+                real_scores = scores["D_real"][0]
                 d_total = losses["D_real"] + losses["D_syn"]
+                if cfg["lecam"] > 0:
+                    losses["lecam"] = sum(lecam(*scores[k], averages[k]) for k in scores)
+                    d_total = d_total + cfg["lecam"] * losses["lecam"]
                 if cfg["r1"] > 0:
                     losses["r1"] = (r1_penalty(D_real, aug(yd), cond(lyd))
                                     + r1_penalty(D_syn, aug(xd), cond(lxd)))

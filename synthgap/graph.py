@@ -160,6 +160,8 @@ def check_refiner(ref: dict, where: str) -> None:
     if ref["d_steps"] < 1:
         raise UserError(f"{where}.d_steps must be at least 1 (discriminator updates per generator "
                         f"step), got {ref['d_steps']}")
+    if ref["lecam"] < 0:
+        raise UserError(f"{where}.lecam must be 0 (off) or more, got {ref['lecam']}")
     if ref["val_images"] < 0:
         raise UserError(f"{where}.val_images must be 0 (off) or more, got {ref['val_images']}")
     if not 0 <= ref["ada_target"] < 1:

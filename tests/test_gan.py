@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from gan.diffaugment import OPS, diff_augment
+from gan.losses import lecam
 from gan.networks import HEADS, discriminator, generator
 from gan.pool import ImagePool
 from gan.train import DEFAULTS, make_nets, refine, to_signed, train_refiner
@@ -61,6 +62,37 @@ def test_extra_discriminator_steps_move_only_the_discriminators():
     for name in ("D_real", "D_syn"):
         assert not all(torch.equal(a, b) for a, b in zip(one[name].parameters(), two[name].parameters()))
     assert np.isfinite(history[0]["D_real"])
+
+
+def test_lecam_pulls_scores_towards_the_other_side_moving_average():
+    """The first call starts each head's averages at the batch means; later calls use them, then
+    move them by 1 - decay towards the new means. Heads a discriminator lacks are skipped."""
+    real = (torch.tensor([[[[1.0]]], [[[0.8]]]]), torch.tensor([0.6, 1.0]), None)
+    fake = (torch.tensor([[[[0.0]]], [[[0.2]]]]), torch.tensor([0.4, 0.0]), None)
+    averages = []
+    first = lecam(real, fake, averages, decay=0.5)
+    # patch head: averages 0.9 (real) and 0.1 (fake); image head: 0.8 and 0.2
+    want = ((0.9 ** 2 + 0.7 ** 2) / 2 + (0.9 ** 2 + 0.7 ** 2) / 2
+            + (0.4 ** 2 + 0.8 ** 2) / 2 + (0.4 ** 2 + 0.8 ** 2) / 2)
+    assert float(first) == pytest.approx(want)
+    assert len(averages) == 2 and [float(a) for a in averages[1]] == pytest.approx([0.8, 0.2])
+    same = tuple(t if t is None else t.clone() for t in real)
+    lecam(same, same, averages, decay=0.5)  # real = fake now: each average halfway to 0.9 / 0.8
+    assert [float(a) for a in averages[0]] == pytest.approx([0.9, 0.5])
+    assert [float(a) for a in averages[1]] == pytest.approx([0.8, 0.5])
+
+
+def test_lecam_changes_only_the_discriminators_first_update():
+    """lecam is a discriminator term: the generators' first step is the same with it, the
+    discriminators' differs, and its value is logged."""
+    cfg = {**TINY, "steps": 1, "warp": False, "d_steps": 1}
+    off, _ = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, cfg, 0, CPU)
+    on, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**cfg, "lecam": 1.0}, 0, CPU)
+    for name in ("G", "F"):
+        assert all(torch.equal(a, b) for a, b in zip(off[name].parameters(), on[name].parameters()))
+    for name in ("D_real", "D_syn"):
+        assert not all(torch.equal(a, b) for a, b in zip(off[name].parameters(), on[name].parameters()))
+    assert history[0]["lecam"] > 0
 
 
 def test_pool_returns_past_images():
