@@ -54,6 +54,10 @@ def train_refiner_cmd(
         if cfg["conditional"] and (labels is None or real_labels is None):
             raise ValueError("the conditional discriminator needs labels on both sides: give "
                              "labelled ImageSets (.npz) or --set conditional=false")
+        if cfg["feature_head"] and (labels is None or cfg["lambda_sem"] <= 0):
+            raise ValueError("feature_head needs the classifier of the renders: give a labelled "
+                             "--synthetic ImageSet (.npz) and lambda_sem > 0, or --set "
+                             "feature_head=false")
         dev = resolve_device(device)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

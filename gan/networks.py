@@ -156,15 +156,22 @@ def init_warp(net: Refiner) -> Refiner:
 
 class Discriminator(nn.Module):
     """[N, C, H, W] (+ labels) -> (patch scores [N, 1, H/4, W/4], image score [N] or None, grey-level
-    score [N] or None). LSGAN targets: 1 real, 0 fake. No normalisation layer: instance norm would
-    let every patch score see the whole image's statistics, and batch norm couples real and fake.
+    score [N] or None, feature score [N] or None). LSGAN targets: 1 real, 0 fake. No normalisation
+    layer: instance norm would let every patch score see the whole image's statistics, and batch
+    norm couples real and fake.
 
     The grey-level head reads each image's pixel values sorted, channel by channel (a permutation of
     its pixels, so the gradient reaches every pixel): a small MLP on the H·W order statistics, the
-    view of the `grey` two-sample test (docs/results/refiner-ablations.md says what it changed)."""
+    view of the `grey` two-sample test (docs/results/refiner-ablations.md says what it changed).
+
+    The feature head is one linear layer (and its label projection) on `features`, a frozen network
+    given from outside that maps [0, 1] images to vectors (the refiner's classifier of the renders
+    without its last layer). It is kept out of the module's parameters and state: the
+    discriminator's optimiser, its train/eval mode and its saved weights never touch it."""
 
     def __init__(self, channels: int = 1, width: int = 32, classes: int = 0, sn: bool = False,
-                 image_head: bool = False, grey_head: bool = False, pixels: int = 28 * 28):
+                 image_head: bool = False, grey_head: bool = False, pixels: int = 28 * 28,
+                 features: nn.Module | None = None, feature_dim: int = 0):
         super().__init__()
         wrap = spectral_norm if sn else (lambda m: m)
         w2, w4 = 2 * width, 4 * width
@@ -181,13 +188,17 @@ class Discriminator(nn.Module):
             self.grey = nn.Sequential(wrap(nn.Linear(channels * pixels, w4)), nn.LeakyReLU(0.2, True),
                                       wrap(nn.Linear(w4, w4)), nn.LeakyReLU(0.2, True))
             self.grey_linear = wrap(nn.Linear(w4, 1))
-        self.embed_patch = self.embed_image = self.embed_grey = None
+        self._features = (features,)  # a tuple: not registered as a submodule
+        self.feature_linear = wrap(nn.Linear(feature_dim, 1)) if features is not None else None
+        self.embed_patch = self.embed_image = self.embed_grey = self.embed_feature = None
         if classes:
             self.embed_patch = wrap(nn.Embedding(classes, w2))
             if image_head:
                 self.embed_image = wrap(nn.Embedding(classes, w4))
             if grey_head:
                 self.embed_grey = wrap(nn.Embedding(classes, w4))
+            if features is not None:
+                self.embed_feature = wrap(nn.Embedding(classes, feature_dim))
 
     @staticmethod
     def _project(linear, embed, g, labels):
@@ -199,14 +210,17 @@ class Discriminator(nn.Module):
         patch = self.patch(h)
         if self.embed_patch is not None:
             patch = patch + (self.embed_patch(labels)[:, :, None, None] * h).sum(1, keepdim=True)
-        image = grey = None
+        image = grey = feature = None
         if self.deep is not None:
             g = self.deep(h).sum((2, 3))  # sum pooling, as in the projection discriminator
             image = self._project(self.linear, self.embed_image, g, labels)
         if self.grey is not None:
             g = self.grey(x.flatten(2).sort(-1).values.flatten(1))
             grey = self._project(self.grey_linear, self.embed_grey, g, labels)
-        return patch, image, grey
+        if self.feature_linear is not None:
+            g = self._features[0]((x + 1) / 2)
+            feature = self._project(self.feature_linear, self.embed_feature, g, labels)
+        return patch, image, grey, feature
 
 
 def discriminator(channels: int = 1, width: int = 32, **kw) -> Discriminator:

@@ -19,7 +19,9 @@ Losses (Zhu et al. 2017, with the additions of the study):
 - SimGAN's self-regularisation, λ_reg · |G(x) - W(x)| (Shrivastava et al. 2017): the appearance
   step keeps the digit where the warp put it;
 - CyCADA's semantic consistency, λ_sem · CE(C(G(x)), label(x)) (Hoffman et al. 2018), with C a
-  frozen classifier trained on the labelled renders: G must not turn a 4 into a 9.
+  frozen classifier trained on the labelled renders: G must not turn a 4 into a 9. With
+  `feature_head`, each discriminator also scores C's penultimate features, frozen, by a linear
+  head of its own.
 With `tone_first`, the renders first go through the tone curve fitted on the training real images
 (renderers/tone.py), stored in G, so the GAN starts from the lookup table's grey levels.
 Discriminators learn from an image pool of 50 past fakes (Shrivastava et al.; Zhu et al.); Adam
@@ -67,6 +69,9 @@ class RefinerConfig:
     d_width: int = 32            # discriminator channels: a PatchGAN head (18 x 18 patches) and
     image_head: bool = True      # a head that scores the whole image, as a two-sample test does
     grey_head: bool = False      # a head that scores each image's sorted pixel values (grey levels)
+    feature_head: bool = False   # a linear head on the frozen features of the classifier of the
+                                 # renders (the semantic loss's): few weights to fit a few real
+                                 # images with (needs lambda_sem > 0)
     conditional: bool = True     # both heads see the digit's label (projection discriminator)
     sn: bool = True              # spectral normalisation of every discriminator layer
     r1: float = 0.0              # R1 penalty weight on real inputs (0: off)
@@ -118,12 +123,17 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def make_nets(shape: tuple, cfg: dict) -> dict[str, nn.Module]:
-    """G, F and the two discriminators for images of `shape` (C, H, W)."""
+def make_nets(shape: tuple, cfg: dict, features: nn.Module | None = None) -> dict[str, nn.Module]:
+    """G, F and the two discriminators for images of `shape` (C, H, W); `features` (frozen, [0, 1]
+    images to vectors) gives each discriminator a feature head."""
     channels = shape[0]
     d = {"classes": 10 if cfg["conditional"] else 0, "sn": cfg["sn"],
          "image_head": cfg["image_head"], "grey_head": cfg["grey_head"],
          "pixels": shape[1] * shape[2]}
+    if features is not None:
+        with torch.no_grad():
+            probe = torch.zeros(1, *shape, device=next(features.parameters()).device)
+            d |= {"features": features, "feature_dim": features(probe).shape[1]}
     return {"G": init_warp(init_weights(Refiner(channels, cfg["width"], cfg["blocks"], cfg["warp"],
                                                 cfg["warp_max_px"], head=cfg["head"],
                                                 upsample=cfg["upsample"]))),
@@ -172,9 +182,16 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     unknown = [a for a in cfg["augment"] if a not in OPS]
     if unknown:
         raise ValueError(f"augment: unknown op(s) {unknown}; known: {', '.join(OPS)}")
+    if cfg["feature_head"] and (classifier is None or labels is None or cfg["lambda_sem"] <= 0):
+        raise ValueError("feature_head needs the classifier of the labelled renders: give labels "
+                         "and lambda_sem > 0, or set feature_head = false")
+    features = None
+    if cfg["feature_head"]:  # the classifier without its last layer (and the dropout before it)
+        classifier.to(device).eval().requires_grad_(False)
+        features = nn.Sequential(*list(classifier.children())[:-2])
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1:], cfg).items()}
+    nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1:], cfg, features).items()}
     opt_g = torch.optim.Adam([*nets["G"].parameters(), *nets["F"].parameters()], lr=cfg["lr"],
                              betas=(cfg["beta1"], 0.999))
     opt_d = torch.optim.Adam([*nets["D_real"].parameters(), *nets["D_syn"].parameters()],

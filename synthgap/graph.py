@@ -160,6 +160,9 @@ def check_refiner(ref: dict, where: str) -> None:
     if ref["d_steps"] < 1:
         raise UserError(f"{where}.d_steps must be at least 1 (discriminator updates per generator "
                         f"step), got {ref['d_steps']}")
+    if ref["feature_head"] and ref["lambda_sem"] <= 0:
+        raise UserError(f"{where}.feature_head needs the classifier of the renders that "
+                        f"lambda_sem > 0 trains; set lambda_sem above 0 or feature_head = false")
     if ref["lecam"] < 0:
         raise UserError(f"{where}.lecam must be 0 (off) or more, got {ref['lecam']}")
     if ref["val_images"] < 0:

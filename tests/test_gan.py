@@ -31,9 +31,9 @@ def test_shapes_grayscale_and_rgb():
     for c in (1, 3):
         x = torch.zeros(2, c, 28, 28)
         assert generator(c, 4, 1)(x).shape == x.shape
-        patch, image, grey = discriminator(c, 8)(x)
-        assert patch.shape == (2, 1, 7, 7) and image is None and grey is None
-        patch, image, grey = discriminator(c, 8, image_head=True, grey_head=True, sn=True)(x)
+        patch, image, grey, feature = discriminator(c, 8)(x)
+        assert patch.shape == (2, 1, 7, 7) and image is None and grey is None and feature is None
+        patch, image, grey, _ = discriminator(c, 8, image_head=True, grey_head=True, sn=True)(x)
         assert patch.shape == (2, 1, 7, 7) and image.shape == (2,) and grey.shape == (2,)
     out = generator(1, 4, 1)(torch.randn(4, 1, 28, 28) * 5)
     assert out.min() >= -1 and out.max() <= 1
@@ -198,6 +198,30 @@ def test_semantic_consistency_uses_the_classifier():
     assert "semantic" not in history[-1]
 
 
+def test_feature_head_trains_a_head_on_the_frozen_classifier():
+    """With feature_head each discriminator scores the classifier's features: the classifier is
+    not changed by training, is no parameter of the discriminators, and the head's weights move."""
+    from classifiers.digits import make_cnn
+    real, syn = digits(16, 0, 2), digits(16, 1, 5)
+    labels = np.arange(16) % 10
+    torch.manual_seed(1)
+    clf = make_cnn(4)
+    before = [p.clone() for p in clf.parameters()]
+    cfg = {**TINY, "steps": 2, "feature_head": True, "conditional": True}
+    nets, history = train_refiner(real, syn, labels, cfg, 0, CPU, classifier=clf, real_labels=labels)
+    assert all(torch.equal(a, b) for a, b in zip(before, clf.parameters()))
+    D = nets["D_real"]
+    assert not any(k.startswith("_features") for k in D.state_dict())
+    assert sum(p.numel() for p in D.parameters()) < sum(p.numel() for p in clf.parameters())
+    x = to_signed(torch.as_tensor(syn[:4])).requires_grad_(True)
+    feature = D(x, torch.as_tensor(labels[:4]))[3]
+    assert feature.shape == (4,)
+    feature.sum().backward()
+    assert x.grad.abs().sum() > 0  # G's gradient passes through the frozen features
+    with pytest.raises(ValueError, match="feature_head needs the classifier"):
+        train_refiner(real, syn, labels, cfg, 0, CPU, real_labels=labels)
+
+
 @pytest.mark.parametrize("upsample", ["transpose", "resize"])
 def test_save_load_round_trip(tmp_path, upsample):
     cfg = {**TINY, "steps": 2, "upsample": upsample}
@@ -254,6 +278,11 @@ def test_train_refiner_and_refine_commands(tmp_path):
     bad = run("train-refiner", "--real", tmp_path / "real.npz", "--synthetic", tmp_path / "syn.npz",
               "--set", "steps=many", "--out", tmp_path / "s.safetensors")
     assert bad.returncode == 2 and "not an integer" in bad.stderr and not (tmp_path / "s.safetensors").exists()
+    bad = run("train-refiner", "--real", tmp_path / "real.npz", "--synthetic", tmp_path / "syn.npz",
+              "--set", "feature_head=true", "--set", "lambda_sem=0", "--out", tmp_path / "s.safetensors")
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and "feature_head needs the classifier" in lines[0]
+    assert not (tmp_path / "s.safetensors").exists()
 
 
 def test_zero_field_warp_is_the_identity():
@@ -283,9 +312,9 @@ def test_conditional_discriminator_depends_on_the_label():
     D = discriminator(1, 8, classes=10, sn=True, image_head=True).eval()  # eval: SN power
     x = torch.rand(4, 1, 28, 28).repeat(2, 1, 1, 1)
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
-    patch, image, _ = D(x, labels)
+    patch, image, *_ = D(x, labels)
     assert not torch.allclose(image[:4], image[4:]) and not torch.allclose(patch[:4], patch[4:])
-    patch2, image2, _ = D(x, labels)  # iteration frozen, so the same label gives the same score
+    patch2, image2, *_ = D(x, labels)  # iteration frozen, so the same label gives the same score
     assert torch.allclose(image, image2)
 
 
