@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_gan import digits as bars
+from tiny import digits as bars
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")]
