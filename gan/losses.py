@@ -39,24 +39,22 @@ def r1_penalty(D: nn.Module, x: torch.Tensor, labels) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def lecam(real_scores: tuple, fake_scores: tuple, averages: list, decay: float = 0.99
+def lecam(real_scores: tuple, fake_scores: tuple, averages: dict, decay: float = 0.99
           ) -> torch.Tensor:
     """Tseng et al.'s LeCam regulariser (2021), for discriminators with few real images: each head's
     scores on real images pulled towards the moving average of its scores on fakes, and its scores
-    on fakes towards that on real images, |D(y) - a_fake|² + |D(G(x)) - a_real|². `averages` holds
-    the [a_real, a_fake] pair of each head, updated here (empty on the first call: it starts at the
-    first batch's means)."""
+    on fakes towards that on real images, |D(y) - a_fake|² + |D(G(x)) - a_real|². `averages` maps
+    each head's place in the scores to its (a_real, a_fake), updated here (empty on the first call:
+    they start at the first batch's means)."""
     total = 0.0
     for h, (r, f) in enumerate(zip(real_scores, fake_scores)):
         if r is None:
             continue
         r, f = r.float(), f.float()
-        if len(averages) <= h:
-            averages.append([r.mean().detach(), f.mean().detach()])
-        a_real, a_fake = averages[h]
+        means = r.mean().detach(), f.mean().detach()
+        a_real, a_fake = averages.setdefault(h, means)
         total = total + (r - a_fake).pow(2).mean() + (f - a_real).pow(2).mean()
-        averages[h] = [decay * a_real + (1 - decay) * r.mean().detach(),
-                       decay * a_fake + (1 - decay) * f.mean().detach()]
+        averages[h] = (decay * a_real + (1 - decay) * means[0], decay * a_fake + (1 - decay) * means[1])
     return total
 
 

@@ -185,10 +185,10 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     if cfg["feature_head"] and (classifier is None or labels is None or cfg["lambda_sem"] <= 0):
         raise ValueError("feature_head needs the classifier of the labelled renders: give labels "
                          "and lambda_sem > 0, or set feature_head = false")
-    features = None
-    if cfg["feature_head"]:  # the classifier without its last layer (and the dropout before it)
+    if classifier is not None:
         classifier.to(device).eval().requires_grad_(False)
-        features = nn.Sequential(*list(classifier.children())[:-2])
+    # with feature_head, the classifier without its last layer (and the dropout before it)
+    features = nn.Sequential(*list(classifier.children())[:-2]) if cfg["feature_head"] else None
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1:], cfg, features).items()}
@@ -220,11 +220,9 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         val_t, val_lab = (torch.as_tensor(a, device=device) for a in val)
         val_probe = torch.randint(len(syn_t), (len(val_t),), generator=val_gen, device=device)
     use_sem = classifier is not None and labels is not None and cfg["lambda_sem"] > 0
-    if classifier is not None:
-        classifier.to(device).eval().requires_grad_(False)
 
     ada_p, called_real = (0.0 if cfg["ada_target"] > 0 else 1.0), []  # ADA's p and its signal
-    averages = {"D_real": [], "D_syn": []}  # LeCam's moving averages of each head's scores
+    averages = {"D_real": {}, "D_syn": {}}  # LeCam's moving averages of each head's scores
 
     def aug(x):
         return diff_augment(x, cfg["augment"], gen, ada_p) if cfg["augment"] else x

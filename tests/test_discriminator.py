@@ -29,7 +29,7 @@ def test_lecam_pulls_scores_towards_the_other_side_moving_average():
     move them by 1 - decay towards the new means. Heads a discriminator lacks are skipped."""
     real = (torch.tensor([[[[1.0]]], [[[0.8]]]]), torch.tensor([0.6, 1.0]), None)
     fake = (torch.tensor([[[[0.0]]], [[[0.2]]]]), torch.tensor([0.4, 0.0]), None)
-    averages = []
+    averages = {}
     first = lecam(real, fake, averages, decay=0.5)
     # patch head: averages 0.9 (real) and 0.1 (fake); image head: 0.8 and 0.2
     want = ((0.9 ** 2 + 0.7 ** 2) / 2 + (0.9 ** 2 + 0.7 ** 2) / 2
@@ -40,6 +40,11 @@ def test_lecam_pulls_scores_towards_the_other_side_moving_average():
     lecam(same, same, averages, decay=0.5)  # real = fake now: each average halfway to 0.9 / 0.8
     assert [float(a) for a in averages[0]] == pytest.approx([0.9, 0.5])
     assert [float(a) for a in averages[1]] == pytest.approx([0.8, 0.5])
+    # a head missing between two present ones (patch and grey-level heads, no image head)
+    gapped, averages = (real[0], None, real[1]), {}
+    for _ in range(2):
+        assert float(lecam(gapped, gapped, averages)) == pytest.approx(2 * 0.01 + 2 * 0.04)
+    assert sorted(averages) == [0, 2]
 
 
 def test_lecam_changes_only_the_discriminators_first_update():
