@@ -15,18 +15,22 @@ T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
 
 RESULT_COLUMNS = ["mixture", "budget", "seed", "test_error", "n_real", "n_synthetic", "steps"]
 SUMMARY_COLUMNS = ["mixture", "budget", "n_seeds", "mean_error", "ci95_low", "ci95_high"]
+PAIRED_COLUMNS = ["mixture", "against", "budget", "n_seeds", "mean_difference", "ci95_low",
+                  "ci95_high"]
 GAP_COLUMNS = ["instrument", "source", "budget", "auc", "auc_ci_low", "auc_ci_high", "accuracy",
                "p_value", "frechet", "label_retention", "n_test"]
 
 
-def mean_ci(values) -> tuple[float, float, float]:
-    """Mean and the 95 % t confidence interval of the mean, clipped to [0, 1] (nan bounds for a
-    single value)."""
+def mean_ci(values, clip: bool = True) -> tuple[float, float, float]:
+    """Mean and the 95 % t confidence interval of the mean, clipped to [0, 1] unless `clip` is
+    false (nan bounds for a single value)."""
     v = np.asarray(values, dtype=np.float64)
     mean = float(v.mean())
     if len(v) < 2:
         return mean, math.nan, math.nan
     half = (T95[len(v) - 2] if len(v) - 1 <= len(T95) else 1.96) * v.std(ddof=1) / math.sqrt(len(v))
+    if not clip:
+        return mean, mean - half, mean + half
     return mean, max(0.0, mean - half), min(1.0, mean + half)  # errors are fractions in [0, 1]
 
 
@@ -41,6 +45,55 @@ def summarize(rows: list[dict]) -> list[dict]:
         out.append({"mixture": mixture, "budget": budget, "n_seeds": len(errors),
                     "mean_error": mean, "ci95_low": low, "ci95_high": high})
     return out
+
+
+def compared_pairs(mixtures) -> list[tuple[str, str]]:
+    """The pairs of mixtures the paired table compares, of those a run has: each `real+X` against
+    `real` (does X help the real images?), `real+gan` against the other `real+X` and `gan` against
+    `font` and `tone` (does the refiner add anything?)."""
+    have = set(mixtures)
+    pairs = [(m, "real") for m in sorted(have) if m.startswith("real+")]
+    pairs += [("real+gan", m) for m in sorted(have) if m.startswith("real+") and m != "real+gan"]
+    pairs += [("gan", "font"), ("gan", "tone")]
+    return [(a, b) for a, b in pairs if a in have and b in have]
+
+
+def paired(rows: list[dict]) -> list[dict]:
+    """Paired differences of test error: for each compared pair (a, b) and budget, the mean over
+    the seeds both ran of error(a) - error(b), with its 95 % t interval. Every mixture of one
+    budget and seed trains on the same real images, so the difference leaves out how lucky the
+    seed's draw was, which dominates each mixture's own interval at small budgets."""
+    error = {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"])
+             for r in rows}
+    out = []
+    for a, b in compared_pairs({r["mixture"] for r in rows}):
+        for budget in sorted({k[1] for k in error if k[0] == a}):
+            seeds = sorted(s for m, bud, s in error if m == a and bud == budget
+                           and (b, budget, s) in error)
+            if seeds:
+                mean, low, high = mean_ci([error[a, budget, s] - error[b, budget, s]
+                                           for s in seeds], clip=False)
+                out.append({"mixture": a, "against": b, "budget": budget, "n_seeds": len(seeds),
+                            "mean_difference": mean, "ci95_low": low, "ci95_high": high})
+    return out
+
+
+def paired_lines(pairs: list[dict]) -> list[str]:
+    """results.md's table of paired differences."""
+    budgets = sorted({p["budget"] for p in pairs})
+    lines = ["", "## Paired differences", "",
+             "Test error of one mixture minus another's on the same seeds, whose real images "
+             "are the same, as the mean over seeds with its 95 % t interval: below 0 the first "
+             "is better, and an interval that does not hold 0 is a difference the seeds agree "
+             "on.", "",
+             "| mixture | against | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
+             "|---|---|" + "---:|" * len(budgets)]
+    cells = {(p["mixture"], p["against"], p["budget"]): p for p in pairs}
+    for a, b in dict.fromkeys((p["mixture"], p["against"]) for p in pairs):
+        row = [fmt_ci(c["mean_difference"], c["ci95_low"], c["ci95_high"], signed=True)
+               if (c := cells.get((a, b, budget))) else "" for budget in budgets]
+        lines.append(f"| {a} | {b} | " + " | ".join(row) + " |")
+    return lines
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -162,10 +215,13 @@ def log_step(budget: int) -> int:
     return round(100 * math.log10(budget))
 
 
-def fmt_ci(mean, low, high, digits=4) -> str:
+def fmt_ci(mean, low, high, digits=4, signed=False) -> str:
+    f = f"{'+' if signed else ''}.{digits}f"
+    if signed:  # what rounds to zero reads +0.0000, not -0.0000
+        mean, low, high = (round(v, digits) + 0.0 for v in (mean, low, high))
     if any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ({low:.{digits}f} – {high:.{digits}f})"
+        return f"{mean:{f}}"
+    return f"{mean:{f}} ({low:{f}} – {high:{f}})"
 
 
 def d_accuracy_lines(histories: dict[str, list[dict]]) -> list[str]:
@@ -189,8 +245,9 @@ def d_accuracy_lines(histories: dict[str, list[dict]]) -> list[str]:
 
 def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
                      refiners: dict, tones: dict, note: str = "",
-                     histories: dict | None = None) -> str:
-    """results.md: the error, gap, retention and discriminator tables of a finished run."""
+                     histories: dict | None = None, pairs: list[dict] | None = None) -> str:
+    """results.md: the error, paired-difference, gap, retention and discriminator tables of a
+    finished run."""
     budgets = sorted({int(r["budget"]) for r in summary})
     lines = [f"# Results of `{experiment}`", "",
              note or f"Written by `pipeline report {experiment}` from the run's cached stages.", "",
@@ -203,6 +260,8 @@ def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
         row = [fmt_ci(float(c["mean_error"]), float(c["ci95_low"]), float(c["ci95_high"]))
                if (c := cells.get((mixture, b))) else "" for b in budgets]
         lines.append(f"| {mixture} | " + " | ".join(row) + " |")
+    if pairs:
+        lines += paired_lines(pairs)
     if gaps:
         instruments = sorted({g["instrument"] for g in gaps})
         lines += ["", "## Real/synthetic gap", "",
@@ -241,7 +300,8 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                  refiners: dict | None = None, gaps: list[dict] | None = None,
                  histories: dict | None = None, experiment: str = "",
                  tones: dict | None = None) -> list[dict]:
-    """results.csv, summary.csv, results.md, plots/ and tb/ in `out`; return the summary.
+    """results.csv, summary.csv, paired.csv, results.md, plots/ and tb/ in `out`; return the
+    summary.
 
     TensorBoard: the run `study` holds the error of every mixture (`error/<mixture>`) and the AUC
     of every source (`gap/<instrument>/<source>`) against x = 100·log10(budget), with a
@@ -256,6 +316,8 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
     summary = summarize(rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
+    pairs = paired(rows)
+    write_csv(out / "paired.csv", pairs, PAIRED_COLUMNS)
     (out / "plots").mkdir()
     fig = error_figure(summary)
     fig.savefig(out / "plots" / "error_vs_data.png")
@@ -303,7 +365,7 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
     writer.close()
     (out / "results.md").write_text(results_markdown(experiment, summary, gaps or [],
                                                      refiners or {}, tones or {},
-                                                     histories=histories))
+                                                     histories=histories, pairs=pairs))
     return summary
 
 

@@ -1,5 +1,6 @@
 """End to end through the command line, on tiny settings of the smoke experiment."""
 
+import csv
 import json
 import os
 import re
@@ -260,6 +261,11 @@ def test_every_mixture_runs_and_reports_its_sources(tmp_path):
     results_md = (published(work) / "results.md").read_text()
     assert "| real+gan | " in results_md and "## Real/synthetic gap" in results_md
     assert "| refined | 20 | " in results_md
+    pairs = {(r["mixture"], r["against"]): r for r in csv.DictReader(
+        (published(work) / "paired.csv").read_text().splitlines())}  # one seed: no interval
+    assert float(pairs["real+gan", "real+font"]["mean_difference"]) == pytest.approx(
+        float(by_mixture["real+gan"][3]) - float(by_mixture["real+font"][3]), abs=2e-6)
+    assert "| real+gan | real+font | " in results_md
     d_row = next(line for line in results_md.splitlines() if line.startswith("| b20 | "))
     logs, outside, _, held, _ = (c.strip() for c in d_row.split("|")[2:7])
     assert int(logs) >= 1 and "–" in outside and "–" in held  # both measures, every log
