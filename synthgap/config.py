@@ -39,7 +39,8 @@ class ExperimentConfig:
     synthetic_fraction_at: dict[str, float] = field(default_factory=lambda: {"55": 0.5})
                                      # ... at these budgets instead (a budget not in `budgets` is
                                      # not used); both chosen on validation error (README)
-    refiner_at: dict[str, dict] = field(default_factory=lambda: {"55": {"lambda_sem": 3.0, "lecam": 0.3}})
+    refiner_at: dict[str, dict] = field(
+        default_factory=lambda: {"55": {"lambda_sem": 3.0, "lecam": 0.3}})
                                      # [refiner] knobs of one budget's refiner, over [refiner]'s:
                                      # a budget of 55 keeps labels only with more semantic weight,
                                      # and its discriminators stay ahead only with LeCam

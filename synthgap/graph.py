@@ -124,7 +124,8 @@ def refiner_knobs(cfg: dict) -> dict[int, dict]:
 
     valid = {k: h for k, h in hints(RefinerConfig).items() if k not in ("variants", "per_seed")}
     out = {}
-    for b, given in by_budget(cfg["experiment"], "refiner_at", "{55 = {lambda_sem = 3.0, lecam = 0.3}}").items():
+    example = "{55 = {lambda_sem = 3.0, lecam = 0.3}}"
+    for b, given in by_budget(cfg["experiment"], "refiner_at", example).items():
         for k in given:
             if k not in valid:
                 raise UserError(f"experiment.refiner_at.{b}: {k!r} is not a knob one budget's "
