@@ -16,13 +16,17 @@ SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see RefinerCo
 
 
 def parse_knobs(sets: list[str]) -> dict:
-    """The refiner's DEFAULTS with `--set KEY=VALUE` applied, checked as `pipeline run --set` is."""
+    """The refiner's DEFAULTS with `--set KEY=VALUE` applied, checked as `pipeline run --set` is:
+    each key and type, then each value's range."""
     from gan.train import DEFAULTS, RefinerConfig
     from synthgap.config import apply_sets
     from synthgap.errors import UserError
+    from synthgap.graph import check_refiner
 
     try:
-        return apply_sets(dict(DEFAULTS), RefinerConfig, sets)
+        cfg = apply_sets(dict(DEFAULTS), RefinerConfig, sets)
+        check_refiner(cfg, "refiner")
+        return cfg
     except UserError as exc:
         fail(str(exc))
 
@@ -54,10 +58,9 @@ def train_refiner_cmd(
         if cfg["conditional"] and (labels is None or real_labels is None):
             raise ValueError("the conditional discriminator needs labels on both sides: give "
                              "labelled ImageSets (.npz) or --set conditional=false")
-        if cfg["feature_head"] and (labels is None or cfg["lambda_sem"] <= 0):
+        if cfg["feature_head"] and labels is None:  # lambda_sem > 0: checked with the knobs
             raise ValueError("feature_head needs the classifier of the renders: give a labelled "
-                             "--synthetic ImageSet (.npz) and lambda_sem > 0, or --set "
-                             "feature_head=false")
+                             "--synthetic ImageSet (.npz), or --set feature_head=false")
         dev = resolve_device(device)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -201,6 +201,11 @@ def test_train_refiner_and_refine_commands(tmp_path):
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and len(lines) == 1 and "feature_head needs the classifier" in lines[0]
     assert not (tmp_path / "s.safetensors").exists()
+    bad = run("train-refiner", "--real", tmp_path / "real.npz", "--synthetic", tmp_path / "syn.npz",
+              "--set", "lecam=-1", "--out", tmp_path / "s.safetensors")  # ranges as pipeline run's
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and "lecam must be 0 (off) or more" in lines[0]
+    assert not (tmp_path / "s.safetensors").exists()
 
 
 def test_zero_field_warp_is_the_identity():
