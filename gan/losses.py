@@ -54,7 +54,8 @@ def lecam(real_scores: tuple, fake_scores: tuple, averages: dict, decay: float =
         means = r.mean().detach(), f.mean().detach()
         a_real, a_fake = averages.setdefault(h, means)
         total = total + (r - a_fake).pow(2).mean() + (f - a_real).pow(2).mean()
-        averages[h] = (decay * a_real + (1 - decay) * means[0], decay * a_fake + (1 - decay) * means[1])
+        averages[h] = (decay * a_real + (1 - decay) * means[0],
+                       decay * a_fake + (1 - decay) * means[1])
     return total
 
 
