@@ -26,7 +26,9 @@ With `tone_first`, the renders first go through the tone curve fitted on the tra
 (renderers/tone.py), stored in G, so the GAN starts from the lookup table's grey levels.
 Discriminators learn from an image pool of 50 past fakes (Shrivastava et al.; Zhu et al.); Adam
 (β = (0.5, 0.999)) with a learning rate constant for the first half and decaying linearly to zero
-over the second. `holdout` real images are kept out of training: every log, the discriminator's
+over the second; with `ema`, G's weights are finally the moving average of its weights over the
+steps (Yazıcı et al. 2019; Karras et al. 2018), which smooths what the last steps' updates leave
+in its output. `holdout` real images are kept out of training: every log, the discriminator's
 accuracy on them against refined renders (`d_accuracy`) says whether it still teaches (0.5 = chance);
 with `val` real images from outside the budget, the same accuracy on them (`d_accuracy_val`), which
 stays measurable where the budget leaves only a few images to hold out (11 of 55).
@@ -75,6 +77,9 @@ class RefinerConfig:
     conditional: bool = True     # both heads see the digit's label (projection discriminator)
     sn: bool = True              # spectral normalisation of every discriminator layer
     r1: float = 0.0              # R1 penalty weight on real inputs (0: off)
+    ema: float = 0.0             # G's weights as their exponential moving average over the steps,
+                                 # with this decay (0: off, G as the last step left it; 0.999 in
+                                 # Karras et al. 2018); the logs measure the G being trained
     lecam: float = 0.0           # LeCam regulariser weight (Tseng et al. 2021; 0: off): each
                                  # head's scores on real and on fake images pulled towards the
                                  # moving average of the other's, for discriminators with few
@@ -220,6 +225,7 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         val_t, val_lab = (torch.as_tensor(a, device=device) for a in val)
         val_probe = torch.randint(len(syn_t), (len(val_t),), generator=val_gen, device=device)
     use_sem = classifier is not None and labels is not None and cfg["lambda_sem"] > 0
+    ema = [p.detach().clone() for p in nets["G"].parameters()] if cfg["ema"] > 0 else None
 
     ada_p, called_real = (0.0 if cfg["ada_target"] > 0 else 1.0), []  # ADA's p and its signal
     averages = {"D_real": {}, "D_syn": {}}  # LeCam's moving averages of each head's scores
@@ -272,6 +278,8 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()
+        if ema is not None:
+            ema_step(ema, G, cfg["ema"], step)
 
         # discriminators, on fresh real images and pooled fakes
         D_real.requires_grad_(True)
@@ -336,7 +344,20 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
                 writer.add_image("refiner/input|warped|G(x)|F(G(x))", grid, step + 1)
         if progress is not None and ((step + 1) % 10 == 0 or last):
             progress(step + 1, cfg["steps"])
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(G.parameters(), ema):
+                p.copy_(e)
     return {k: v.eval() for k, v in nets.items()}, history
+
+
+@torch.no_grad()
+def ema_step(ema: list[torch.Tensor], net: nn.Module, decay: float, step: int) -> None:
+    """Move the averages `ema` towards `net`'s weights after optimiser step `step` (from 0). The
+    decay ramps up as (1 + step) / (10 + step), so the first steps' weights soon fade."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema, net.parameters()):
+        e.lerp_(p, 1 - d)
 
 
 @torch.no_grad()

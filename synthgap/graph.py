@@ -164,6 +164,8 @@ def check_refiner(ref: dict, where: str) -> None:
     if ref["feature_head"] and ref["lambda_sem"] <= 0:
         raise UserError(f"{where}.feature_head needs the classifier of the renders that "
                         f"lambda_sem > 0 trains; set lambda_sem above 0 or feature_head = false")
+    if not 0 <= ref["ema"] < 1:
+        raise UserError(f"{where}.ema must be in [0, 1) (a decay; 0: off), got {ref['ema']}")
     if ref["lecam"] < 0:
         raise UserError(f"{where}.lecam must be 0 (off) or more, got {ref['lecam']}")
     if ref["val_images"] < 0:

@@ -38,6 +38,7 @@ def test_threads_and_device_are_part_of_every_key():
     (["--set", "refiner.match_nearest=0"], "refiner.match_nearest must be in (0, 1]"),
     (["--set", "refiner.d_steps=0"], "refiner.d_steps must be at least 1"),
     (["--set", "refiner.lecam=-0.1"], "refiner.lecam must be 0 (off) or more"),
+    (["--set", "refiner.ema=1"], "refiner.ema must be in [0, 1)"),
     (["--set", "refiner.feature_head=true", "--set", "refiner.lambda_sem=0"],
      "refiner.feature_head needs the classifier of the renders"),
     (["--set", "refiner.upsample=shuffle"], "refiner.upsample 'shuffle' is not a way to up-sample"),

@@ -275,3 +275,28 @@ def test_output_heads_reach_what_they_say():
     assert cap.min() == 0 and cap.max() == 254 and (cap == 254).sum() > 50  # 254 at a finite input
     with pytest.raises(ValueError, match="choose one of"):
         generator(1, 4, 1, head="sigmoid")
+
+
+def test_ema_averages_g_without_changing_training():
+    """ema leaves training as it was (F, the discriminators and the logs bit for bit) and gives G
+    the moving average of its weights: each step moves the average towards the weights by
+    1 - min(decay, (1 + step) / (10 + step))."""
+    from gan.train import ema_step
+    net = nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.fill_(2.0)
+    ema = [torch.zeros(1, 2), torch.zeros(1)]
+    ema_step(ema, net, 0.99, 0)  # ramp: 1/10 of the old average stays
+    assert torch.allclose(ema[0], torch.full((1, 2), 0.9)) and torch.allclose(ema[1], torch.tensor([1.8]))
+    ema_step(ema, net, 0.5, 1000)  # past the ramp: the decay itself
+    assert torch.allclose(ema[0], torch.full((1, 2), 0.95)) and torch.allclose(ema[1], torch.tensor([1.9]))
+
+    cfg = {**TINY, "steps": 3, "warp": False}
+    real, syn = digits(16, 0, 2), digits(16, 1, 5)
+    off, h_off = train_refiner(real, syn, None, cfg, 0, CPU)
+    on, h_on = train_refiner(real, syn, None, {**cfg, "ema": 0.9}, 0, CPU)
+    assert h_on == h_off
+    for name in ("F", "D_real", "D_syn"):
+        assert all(torch.equal(a, b) for a, b in zip(off[name].parameters(), on[name].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(off["G"].parameters(), on["G"].parameters()))
