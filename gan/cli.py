@@ -99,7 +99,7 @@ def refine_cmd(weights: Path = typer.Option(..., "--weights", help="A refiner .s
     import numpy as np
 
     from classifiers.digits import resolve_device
-    from gan.train import refine
+    from gan.refine import refine
     from gan.weights import load_generator
 
     try:

@@ -234,7 +234,7 @@ def refine(params, inputs, out, ctx):
     `match_levels` each one's grey levels then matched to a real budget image's of like ink; the
     oracle's label retention on the refined images."""
     from classifiers.digits import resolve_device
-    from gan.train import refine as apply
+    from gan.refine import refine as apply
     from gan.weights import load_generator
 
     device = resolve_device(ctx.device)

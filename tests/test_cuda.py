@@ -20,7 +20,8 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
 def test_refiner_trains_on_cuda_like_on_cpu():
-    from gan.train import refine, train_refiner
+    from gan.refine import refine
+    from gan.train import train_refiner
     real, syn, labels = bars(64, 0, 2), bars(64, 1, 6), np.arange(64) % 10
     cfg = {"steps": 60, "batch_size": 16, "width": 8, "blocks": 1, "d_width": 16, "log_every": 20,
            "holdout": 8}

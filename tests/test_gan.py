@@ -8,7 +8,8 @@ from torch import nn
 from gan.diffaugment import OPS, diff_augment
 from gan.networks import HEADS, discriminator, generator
 from gan.pool import ImagePool
-from gan.train import DEFAULTS, make_nets, refine, to_signed, train_refiner
+from gan.refine import refine
+from gan.train import DEFAULTS, make_nets, to_signed, train_refiner
 from gan.weights import load_generator, save_refiner
 from tiny import CPU, TINY, digits
 
