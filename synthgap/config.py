@@ -40,10 +40,14 @@ class ExperimentConfig:
                                      # ... at these budgets instead (a budget not in `budgets` is
                                      # not used); both chosen on validation error (README)
     refiner_at: dict[str, dict] = field(
-        default_factory=lambda: {"55": {"lambda_sem": 3.0, "lecam": 0.3}})
+        default_factory=lambda: {"55": {"lambda_sem": 3.0, "lecam": 0.3},
+                                 "385": {"augment": ["translation"]},
+                                 "5500": {"augment": []}, "38500": {"augment": []}})
                                      # [refiner] knobs of one budget's refiner, over [refiner]'s:
                                      # a budget of 55 keeps labels only with more semantic weight,
-                                     # and its discriminators stay ahead only with LeCam
+                                     # and its discriminators stay ahead only with LeCam; the more
+                                     # real images they learn from, the less DiffAugment they need,
+                                     # and they teach more without it
     holdout: int = 10000            # MNIST training images kept for the gap instruments
     split_seed: int = 0
 

@@ -143,9 +143,15 @@ def test_each_budget_may_set_its_own_refiner_knobs():
     assert stages["train_refiner/b55"].params["lecam"] == 0.3
     assert {stages[f"train_refiner/b{b}"].params["lecam"] for b in (385, 5500, 38500)} == {0.0}
     assert {stages[f"train_refiner/b{b}"].params["lambda_sem"] for b in (385, 5500, 38500)} == {1.0}
+    # the fewer real images the discriminators learn from, the more DiffAugment; none from 5,500 up
+    assert stages["train_refiner/b55"].params["augment"] == ["translation", "cutout"]
+    assert stages["train_refiner/b385"].params["augment"] == ["translation"]
+    assert stages["train_refiner/b5500"].params["augment"] == stages["train_refiner/b38500"].params["augment"] == []
     # the tone stage and the matching take the budget's own knobs too; other budgets' keys stay
     moved = build_graph("mnist-sweep", load_config("mnist-sweep", [
-        "experiment.refiner_at={55 = {lambda_sem = 3.0, lecam = 0.3}, 385 = {match_nearest = 0.5}}"])[1])
+        "experiment.refiner_at={55 = {lambda_sem = 3.0, lecam = 0.3}, "
+        "385 = {augment = ['translation'], match_nearest = 0.5}, 5500 = {augment = []}, "
+        "38500 = {augment = []}}"])[1])
     assert moved["tone/b385"].params["match_nearest"] == moved["refine/b385"].params["match_nearest"] == 0.5
     keys, moved_keys = compute_keys(stages), compute_keys(moved)
     changed = {n for n in keys if keys[n]["key"] != moved_keys[n]["key"]}
