@@ -15,14 +15,14 @@ def refine(G: nn.Module, images: np.ndarray, device: torch.device, batch: int = 
     """G applied to uint8 images [N, C, H, W]; uint8 out, [variants · N, C, H, W], variant-major
     (all images' first variant, then all second variants, ...). Each variant draws its own noise
     map for the warp, from `seed`: the same call gives the same images."""
-    if variants > 1 and getattr(G, "warp", None) is None:
+    warp = getattr(G, "warp", None) is not None
+    if variants > 1 and not warp:
         raise ValueError("variants > 1 need a refiner with a warp (warp = true): without one, "
                          "G has no noise input and every variant is the same image")
     G.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(images)
     out = np.empty((variants * n, *images.shape[1:]), np.uint8)
-    warp = getattr(G, "warp", None) is not None
     for v in range(variants):
         # one draw of noise per variant, whatever the batch size
         z = G.noise_like(torch.empty(n, *images.shape[1:], device=device), gen) if warp else None
