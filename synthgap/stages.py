@@ -21,7 +21,7 @@ OUTS = {"mnist": ("train.npz", "test.npz"), "split": ("pool.npz", "holdout.npz")
         "render_composites": ("composites.npz",), "classify": ("model.safetensors",),
         "oracle": ("model.safetensors",), "train_refiner": ("refiner.safetensors", "losses.json"),
         "refine": ("refined.npz",), "tone": ("tone.npz", "curve.json"), "gap": (),
-        "report": ("results.csv", "summary.csv", "results.md")}
+        "report": ("results.csv", "summary.csv", "paired.csv", "results.md")}
 SYNTHETIC_FILES = {"font": OUTS["render_fonts"][0], "gan": OUTS["refine"][0],
                    "tone": OUTS["tone"][0]}
 
