@@ -42,12 +42,13 @@ class ExperimentConfig:
     refiner_at: dict[str, dict] = field(
         default_factory=lambda: {"55": {"lambda_sem": 3.0, "lecam": 0.3},
                                  "385": {"augment": ["translation"]},
-                                 "5500": {"augment": []}, "38500": {"augment": []}})
+                                 "5500": {"augment": [], "steps": 2000},
+                                 "38500": {"augment": [], "steps": 2000}})
                                      # [refiner] knobs of one budget's refiner, over [refiner]'s:
                                      # a budget of 55 keeps labels only with more semantic weight,
                                      # and its discriminators stay ahead only with LeCam; the more
                                      # real images they learn from, the less DiffAugment they need,
-                                     # and they teach more without it
+                                     # and they teach more without it, for twice the steps
     holdout: int = 10000            # MNIST training images kept for the gap instruments
     split_seed: int = 0
 

@@ -147,11 +147,16 @@ def test_each_budget_may_set_its_own_refiner_knobs():
     assert stages["train_refiner/b55"].params["augment"] == ["translation", "cutout"]
     assert stages["train_refiner/b385"].params["augment"] == ["translation"]
     assert stages["train_refiner/b5500"].params["augment"] == stages["train_refiner/b38500"].params["augment"] == []
+    # and with real images enough they train twice as long; the GPU study keeps its 5,000 steps
+    assert [stages[f"train_refiner/b{b}"].params["steps"] for b in (55, 385, 5500, 38500)] == [1000, 1000, 2000, 2000]
+    gpu = build_graph("mnist-sweep-gpu", load_config("mnist-sweep-gpu", [])[1])
+    assert {s.params["steps"] for n, s in gpu.items() if n.startswith("train_refiner/")} == {5000}
+    assert gpu["train_refiner/b5500/s0"].params["augment"] == []
     # the tone stage and the matching take the budget's own knobs too; other budgets' keys stay
     moved = build_graph("mnist-sweep", load_config("mnist-sweep", [
         "experiment.refiner_at={55 = {lambda_sem = 3.0, lecam = 0.3}, "
-        "385 = {augment = ['translation'], match_nearest = 0.5}, 5500 = {augment = []}, "
-        "38500 = {augment = []}}"])[1])
+        "385 = {augment = ['translation'], match_nearest = 0.5}, 5500 = {augment = [], steps = 2000}, "
+        "38500 = {augment = [], steps = 2000}}"])[1])
     assert moved["tone/b385"].params["match_nearest"] == moved["refine/b385"].params["match_nearest"] == 0.5
     keys, moved_keys = compute_keys(stages), compute_keys(moved)
     changed = {n for n in keys if keys[n]["key"] != moved_keys[n]["key"]}
