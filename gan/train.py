@@ -12,7 +12,10 @@ Losses (Zhu et al. 2017, with the additions of the study):
   at their own rate (`lr_d`, two time scales) and `d_steps` times per generator step;
 - G = appearance ∘ warp (`warp`): a smooth displacement field of at most `warp_max_px` pixels,
   predicted from the render and a noise map, moves the strokes; λ_smooth penalises the field's
-  squared gradient;
+  squared gradient; the warp may learn at its own rate (`lr_warp`), and with `shape_d` a third
+  discriminator, D_shape, scores real digits against warped renders, both thresholded softly at
+  mid-grey (`shape_view`): shape alone, before the appearance step can repaint it, so its loss
+  reaches the warp and nothing else;
 - cycle consistency, λ_cycle · (|F(G(x)) - W(x)| + |A(F(y)) - y|), λ_cycle = 10, with W the warp and
   A the appearance step: the cycle asks F to undo the repainting, not the deliberate warp;
 - identity, λ_cycle · λ_identity · (|A(y) - y| + |F(x) - x|);
@@ -47,7 +50,7 @@ from torch import nn
 
 from gan.diffaugment import ADA_INTERVAL, OPS, adapt, diff_augment
 from gan.losses import adversarial, lecam, r1_penalty, realness, smoothness
-from gan.networks import Refiner, discriminator, generator, init_warp, init_weights
+from gan.networks import Refiner, discriminator, generator, init_warp, init_weights, warp_image
 from gan.pool import ImagePool
 
 @dataclass
@@ -103,6 +106,10 @@ class RefinerConfig:
     warp: bool = False           # G = appearance after a learned smooth warp that may move strokes
     warp_max_px: float = 2.0     # the warp's largest displacement in pixels
     lambda_smooth: float = 1.0   # weight of the warp field's squared gradient
+    lr_warp: float = 0.0         # the warp's own learning rate (0: the generators' `lr`)
+    shape_d: bool = False        # a third discriminator that sees only shape (images thresholded
+                                 # softly at mid-grey) and teaches only the warp: it scores the
+                                 # warped render before the appearance step can repaint it
     tone_first: bool = False     # renders go through the tone baseline's curve before G
     match_levels: bool = True    # then each refined and each toned render's inked grey levels
                                  # become those of a real budget image of its digit, quantile for
@@ -128,9 +135,15 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def shape_view(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] thresholded softly at mid-grey: ink or paper, whatever its grey level, with
+    a gradient left at the strokes' edges (what the shape discriminator sees)."""
+    return torch.tanh(5.0 * x)
+
+
 def make_nets(shape: tuple, cfg: dict, features: nn.Module | None = None) -> dict[str, nn.Module]:
-    """G, F and the two discriminators for images of `shape` (C, H, W); `features` (frozen, [0, 1]
-    images to vectors) gives each discriminator a feature head."""
+    """G, F and the two discriminators (three with `shape_d`) for images of `shape` (C, H, W);
+    `features` (frozen, [0, 1] images to vectors) gives D_real and D_syn a feature head."""
     channels = shape[0]
     d = {"classes": 10 if cfg["conditional"] else 0, "sn": cfg["sn"],
          "image_head": cfg["image_head"], "grey_head": cfg["grey_head"],
@@ -145,7 +158,10 @@ def make_nets(shape: tuple, cfg: dict, features: nn.Module | None = None) -> dic
             "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["head"],
                                         cfg["upsample"])),
             "D_real": init_weights(discriminator(channels, cfg["d_width"], **d)),
-            "D_syn": init_weights(discriminator(channels, cfg["d_width"], **d))}
+            "D_syn": init_weights(discriminator(channels, cfg["d_width"], **d)),
+            **({"D_shape": init_weights(discriminator(
+                channels, cfg["d_width"], classes=d["classes"], sn=cfg["sn"],
+                image_head=cfg["image_head"]))} if cfg["shape_d"] else {})}
 
 
 def linear_decay(steps: int):
@@ -159,7 +175,8 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
                   classifier: nn.Module | None = None, real_labels: np.ndarray | None = None,
                   batches=None, val: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[dict[str, nn.Module], list[dict]]:
-    """Train the four networks on uint8 images real [Nr, C, H, W] and synthetic [Ns, C, H, W].
+    """Train G, F, D_real and D_syn (and D_shape with `shape_d`) on uint8 images real
+    [Nr, C, H, W] and synthetic [Ns, C, H, W].
 
     `labels` (of the synthetic images) and `classifier` (frozen, [0, 1] input) enable the semantic
     consistency loss; without them λ_sem is ignored. A conditional discriminator needs `labels` and
@@ -190,6 +207,9 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     if cfg["feature_head"] and (classifier is None or labels is None or cfg["lambda_sem"] <= 0):
         raise ValueError("feature_head needs the classifier of the labelled renders: give labels "
                          "and lambda_sem > 0, or set feature_head = false")
+    if cfg["shape_d"] and not cfg["warp"]:
+        raise ValueError("shape_d teaches the warp and nothing else: set warp = true, or "
+                         "shape_d = false")
     if classifier is not None:
         classifier.to(device).eval().requires_grad_(False)
     # with feature_head, the classifier without its last layer (and the dropout before it)
@@ -197,9 +217,12 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1:], cfg, features).items()}
-    opt_g = torch.optim.Adam([*nets["G"].parameters(), *nets["F"].parameters()], lr=cfg["lr"],
-                             betas=(cfg["beta1"], 0.999))
-    opt_d = torch.optim.Adam([*nets["D_real"].parameters(), *nets["D_syn"].parameters()],
+    warp_params = [p for k, p in nets["G"].named_parameters() if k.startswith("warp")]
+    rest = [p for k, p in nets["G"].named_parameters() if not k.startswith("warp")]
+    opt_g = torch.optim.Adam([{"params": [*rest, *nets["F"].parameters()]},
+                              {"params": warp_params, "lr": cfg["lr_warp"] or cfg["lr"]}],
+                             lr=cfg["lr"], betas=(cfg["beta1"], 0.999))
+    opt_d = torch.optim.Adam([p for k in nets if k.startswith("D_") for p in nets[k].parameters()],
                              lr=cfg["lr_d"], betas=(cfg["beta1"], 0.999))
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg["steps"])) for o in (opt_g, opt_d)]
     pools = {k: ImagePool(cfg["pool_size"], torch.Generator().manual_seed(seed + i))
@@ -228,7 +251,8 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     ema = [p.detach().clone() for p in nets["G"].parameters()] if cfg["ema"] > 0 else None
 
     ada_p, called_real = (0.0 if cfg["ada_target"] > 0 else 1.0), []  # ADA's p and its signal
-    averages = {"D_real": {}, "D_syn": {}}  # LeCam's moving averages of each head's scores
+    # LeCam's moving averages of each discriminator's heads' scores
+    averages = {k: {} for k in nets if k.startswith("D_")}
 
     def aug(x):
         return diff_augment(x, cfg["augment"], gen, ada_p) if cfg["augment"] else x
@@ -237,6 +261,8 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         return lab if cfg["conditional"] else None
 
     G, Fn, D_real, D_syn = (nets[k] for k in NETS)
+    D_shape = nets.get("D_shape")
+    discriminators = [D_real, D_syn] + ([D_shape] if D_shape is not None else [])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     lc, li = cfg["lambda_cycle"], cfg["lambda_cycle"] * cfg["lambda_identity"]
     history = []
@@ -253,8 +279,8 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         x, lx, y, ly = draw()
 
         # generators
-        D_real.requires_grad_(False)
-        D_syn.requires_grad_(False)
+        for D in discriminators:
+            D.requires_grad_(False)
         with autocast:
             z = G.noise_like(x, gen) if G.warp is not None else None
             warped, field, fake_y = G.parts(x, z)
@@ -269,6 +295,9 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
             if cfg["lambda_reg"] > 0:
                 losses["self_reg"] = F.l1_loss(fake_y, warped)
                 total = total + cfg["lambda_reg"] * losses["self_reg"]
+            if D_shape is not None:  # only the warp reaches this loss
+                losses["gan_shape"] = adversarial(D_shape(aug(shape_view(warped)), cond(lx)), 1.0)
+                total = total + losses["gan_shape"]
             if field is not None:
                 losses["smooth"] = smoothness(field)
                 total = total + cfg["lambda_smooth"] * losses["smooth"]
@@ -282,22 +311,28 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
             ema_step(ema, G, cfg["ema"], step)
 
         # discriminators, on fresh real images and pooled fakes
-        D_real.requires_grad_(True)
-        D_syn.requires_grad_(True)
+        for D in discriminators:
+            D.requires_grad_(True)
         fakes = {"real": pools["real"].query(fake_y, lx), "syn": pools["syn"].query(fake_x, ly)}
-        xd, lxd, yd, lyd = x, lx, y, ly
+        xd, lxd, yd, lyd, warped_d = x, lx, y, ly, warped.detach()
         for extra in range(cfg["d_steps"]):
             if extra:  # fresh images against past fakes drawn from the pools
                 xd, lxd, yd, lyd = draw()
                 fakes = {k: pools[k].sample(len(yd)) or fakes[k] for k in fakes}
+                if D_shape is not None:
+                    with torch.no_grad(), autocast:
+                        warped_d = warp_image(xd, G.field(xd, G.noise_like(xd, gen)))
             (old_y, old_lx), (old_x, old_ly) = fakes["real"], fakes["syn"]
             with autocast:
                 scores = {"D_real": (D_real(aug(yd), cond(lyd)), D_real(aug(old_y), cond(old_lx))),
                           "D_syn": (D_syn(aug(xd), cond(lxd)), D_syn(aug(old_x), cond(old_ly)))}
+                if D_shape is not None:
+                    scores["D_shape"] = (D_shape(aug(shape_view(yd)), cond(lyd)),
+                                         D_shape(aug(shape_view(warped_d)), cond(lxd)))
                 for k, (on_real, on_fake) in scores.items():
                     losses[k] = 0.5 * (adversarial(on_real, 1.0) + adversarial(on_fake, 0.0))
                 real_scores = scores["D_real"][0]
-                d_total = losses["D_real"] + losses["D_syn"]
+                d_total = sum(losses[k] for k in scores)
                 if cfg["lecam"] > 0:
                     losses["lecam"] = sum(lecam(*scores[k], averages[k]) for k in scores)
                     d_total = d_total + cfg["lecam"] * losses["lecam"]
@@ -332,6 +367,12 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
                                                           syn_t[val_probe], cond(lab_t[val_probe]),
                                                           val_gen)
                 D_real.train()
+                if D_shape is not None:  # the shape discriminator on the warped renders
+                    D_shape.eval()
+                    row["d_shape_accuracy_val"] = held_out_accuracy(
+                        G, D_shape, val_t, cond(val_lab), syn_t[val_probe], cond(lab_t[val_probe]),
+                        val_gen, shape=True)
+                    D_shape.train()
             if not all(math.isfinite(v) for v in row.values()):
                 raise FloatingPointError(f"refiner losses diverged at step {step + 1}: {row}")
             history.append(row)
@@ -362,12 +403,15 @@ def ema_step(ema: list[torch.Tensor], net: nn.Module, decay: float, step: int) -
 
 @torch.no_grad()
 def held_out_accuracy(G, D, real: torch.Tensor, real_labels, renders: torch.Tensor, labels,
-                      gen: torch.Generator) -> float:
+                      gen: torch.Generator, shape: bool = False) -> float:
     """D's accuracy (threshold 0.5) on held-out real images against freshly refined renders,
-    half and half, without augmentation."""
+    half and half, without augmentation; with `shape`, on the shape view of the real images and of
+    the warped renders (the shape discriminator's inputs)."""
     x = to_signed(renders)
-    fake = G(x, G.noise_like(x, gen) if G.warp is not None else None)
-    right_real = (realness(D(to_signed(real), real_labels)) > 0.5).float().mean()
+    z = G.noise_like(x, gen) if G.warp is not None else None
+    fake = shape_view(G.parts(x, z)[0]) if shape else G(x, z)
+    real = shape_view(to_signed(real)) if shape else to_signed(real)
+    right_real = (realness(D(real, real_labels)) > 0.5).float().mean()
     right_fake = (realness(D(fake, labels)) <= 0.5).float().mean()
     return float((right_real + right_fake) / 2)
 

@@ -1,4 +1,4 @@
-"""A refiner's weights on disk: all four networks in one safetensors file, with the architecture
+"""A refiner's weights on disk: all its networks in one safetensors file, with the architecture
 knobs in its metadata, so loading needs no pickle and no config."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from gan.train import ARCH, DEFAULTS
 
 
 def save_refiner(nets: dict[str, nn.Module], path, cfg: dict, channels: int) -> None:
-    """All four networks in one safetensors file; the architecture knobs in its metadata."""
+    """All its networks in one safetensors file; the architecture knobs in its metadata."""
     from safetensors.torch import save_file
 
     tensors = {f"{name}.{k}": v.detach().float().cpu().contiguous()

@@ -148,6 +148,11 @@ def check_refiner(ref: dict, where: str) -> None:
     if ref["variants"] > 1 and not ref["warp"]:
         raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
                         "noise input, so without it every variant is the same image")
+    if ref["shape_d"] and not ref["warp"]:
+        raise UserError(f"{where}.shape_d needs refiner.warp = true: the shape discriminator "
+                        "teaches the warp and nothing else")
+    if ref["lr_warp"] < 0:
+        raise UserError(f"{where}.lr_warp must be 0 (G's rate) or more, got {ref['lr_warp']}")
     if ref["head"] not in HEADS:
         raise UserError(f"{where}.head {ref['head']!r} is not a head; choose one of "
                         f"{', '.join(HEADS)}")
@@ -228,7 +233,8 @@ def add_refiners(add, cfg: dict, mixtures: set) -> None:
     for b in e["budgets"]:
         ref = knobs[b]
         match = {k: ref[k] for k in ("match_levels", "match_nearest")}
-        trained = {k: v for k, v in ref.items() if k not in match}  # matching follows training
+        # matching and drawing variants follow training: changing them does not retrain
+        trained = {k: v for k, v in ref.items() if k not in match and k != "variants"}
         for seed, suffix in refiner_seeds(cfg):
             add(budget_stage(b, seed))
             inputs = {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts",

@@ -42,6 +42,8 @@ def test_threads_and_device_are_part_of_every_key():
     (["--set", "refiner.feature_head=true", "--set", "refiner.lambda_sem=0"],
      "refiner.feature_head needs the classifier of the renders"),
     (["--set", "refiner.upsample=shuffle"], "refiner.upsample 'shuffle' is not a way to up-sample"),
+    (["--set", "refiner.shape_d=true"], "refiner.shape_d needs refiner.warp = true"),
+    (["--set", "refiner.lr_warp=-1"], "refiner.lr_warp must be 0 (G's rate) or more"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, args, message):
     proc = pipeline("run", "smoke", *args, "--workdir", str(tmp_path / "w"), check=False)
@@ -171,6 +173,17 @@ def test_each_budget_may_set_its_own_refiner_knobs():
             (["experiment.refiner_at={55 = {ada_target = 2.0}}"], r"experiment.refiner_at.55.ada_target must be in \[0, 1\)")]:
         with pytest.raises(UserError, match=message):
             build_graph("mnist-sweep", load_config("mnist-sweep", sets)[1])
+
+
+def test_drawing_variants_does_not_retrain_the_refiner():
+    from synthgap.dag import compute_keys
+    from synthgap.graph import build_graph
+    from pipeline import load_config
+    one, three = (compute_keys(build_graph("mnist-sweep", load_config(
+        "mnist-sweep", ["refiner.warp=true", f"refiner.variants={k}"])[1])) for k in (1, 3))
+    changed = {n for n in one if one[n]["key"] != three[n]["key"]}
+    assert {"refine/b55", "classify/real+gan/b55/s2"} <= changed
+    assert not {n for n in changed if n.startswith("train_refiner/")}
 
 
 def test_cells_in_groups_share_one_unit_of_work_and_leave_the_oracle_alone():

@@ -145,3 +145,42 @@ def test_accuracy_outside_the_budget_is_logged_and_leaves_training_alone():
     for name in nets:
         for (k, a), b in zip(nets[name].state_dict().items(), plain_nets[name].state_dict().values()):
             assert torch.equal(a, b), (name, k)
+
+
+def _params(net):
+    return {k: p.detach().clone() for k, p in net.named_parameters()}
+
+
+def test_the_shape_discriminator_teaches_the_warp_alone():
+    """One step with and without `shape_d`: the appearance step and F take the same update (the
+    shape view of the warped render does not depend on them), the warp another; its held-out
+    accuracy is logged; without a warp it is refused."""
+    real, syn, val = digits(40, 0, 2), digits(40, 1, 6), digits(50, 2, 2)
+    labels = np.arange(50) % 10
+    cfg = {**TINY, "steps": 1, "warp": True, "conditional": True, "holdout": 8}
+    runs = [train_refiner(real, syn, labels[:40], {**cfg, "shape_d": on}, 0, CPU,
+                          real_labels=labels[:40], val=(val, labels)) for on in (False, True)]
+    (plain, _), (shaped, history) = runs
+    assert "D_shape" in shaped and "D_shape" not in plain
+    a, b = _params(plain["G"].appearance), _params(shaped["G"].appearance)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a, b) for a, b in zip(plain["F"].parameters(), shaped["F"].parameters()))
+    assert not torch.equal(plain["G"].warp[-1].weight, shaped["G"].warp[-1].weight)
+    assert {"gan_shape", "D_shape"} <= set(history[0]) and 0 <= history[0]["d_shape_accuracy_val"] <= 1
+    with pytest.raises(ValueError, match="shape_d teaches the warp"):
+        train_refiner(real, syn, None, {**TINY, "steps": 1, "shape_d": True}, 0, CPU)
+
+
+def test_the_warp_learns_at_its_own_rate():
+    """`lr_warp` changes the warp's first update and nothing else's (the fresh warp is the
+    identity, so the appearance step sees the same images)."""
+    real, syn = digits(16, 0, 2), digits(16, 1, 5)
+    cfg = {**TINY, "steps": 1, "warp": True}
+    base, _ = train_refiner(real, syn, None, cfg, 0, CPU)
+    fast, _ = train_refiner(real, syn, None, {**cfg, "lr_warp": 10 * cfg.get("lr", 0.0002)}, 0, CPU)
+    a, b = _params(base["G"]), _params(fast["G"])
+    moved = {k for k in a if not torch.equal(a[k], b[k])}
+    assert moved and all(k.startswith("warp") for k in moved), moved
+    # the faster warp has moved its field further
+    x = to_signed(torch.as_tensor(syn[:8]))
+    assert fast["G"].field(x).abs().mean() > base["G"].field(x).abs().mean()
