@@ -84,6 +84,22 @@ def generator(channels: int = 1, width: int = 16, blocks: int = 4,
         nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), HEADS[head]())
 
 
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float in [-1, 1]."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float in [-1, 1] -> uint8."""
+    return x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def shape_view(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] thresholded softly at mid-grey: ink or paper, whatever its grey level, with
+    a gradient left at the strokes' edges (what the shape discriminator sees)."""
+    return torch.tanh(5.0 * x)
+
+
 def warp_image(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     """Sample x [N, C, H, W] at each pixel's centre plus `field` [N, 2, H, W] (x, y displacement in
     pixels); a zero field returns x exactly, and ink moved in from outside the image is black (-1)."""

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gan.train import to_signed, to_uint8
+from gan.networks import to_signed, to_uint8
 
 
 @torch.no_grad()

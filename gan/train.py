@@ -34,7 +34,8 @@ steps (Yazıcı et al. 2019; Karras et al. 2018), which smooths what the last st
 in its output. `holdout` real images are kept out of training: every log, the discriminator's
 accuracy on them against refined renders (`d_accuracy`) says whether it still teaches (0.5 = chance);
 with `val` real images from outside the budget, the same accuracy on them (`d_accuracy_val`), which
-stays measurable where the budget leaves only a few images to hold out (11 of 55).
+stays measurable where the budget leaves only a few images to hold out (11 of 55). Both are measured
+by gan/measure.py, which also draws the input | warped | G(x) | F(G(x)) grids for TensorBoard.
 Images are [-1, 1] floats inside, uint8 [N, C, H, W] outside.
 """
 
@@ -50,7 +51,9 @@ from torch import nn
 
 from gan.diffaugment import ADA_INTERVAL, OPS, adapt, diff_augment
 from gan.losses import adversarial, lecam, r1_penalty, realness, smoothness
-from gan.networks import Refiner, discriminator, generator, init_warp, init_weights, warp_image
+from gan.measure import held_out_accuracy, triptych
+from gan.networks import (Refiner, discriminator, generator, init_warp, init_weights, shape_view,
+                          to_signed, warp_image)
 from gan.pool import ImagePool
 
 @dataclass
@@ -124,21 +127,6 @@ class RefinerConfig:
 DEFAULTS = asdict(RefinerConfig())
 NETS = ("G", "F", "D_real", "D_syn")
 ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head", "upsample")
-
-
-def to_signed(images: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float in [-1, 1]."""
-    return images.float().div(127.5).sub(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def shape_view(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] thresholded softly at mid-grey: ink or paper, whatever its grey level, with
-    a gradient left at the strokes' edges (what the shape discriminator sees)."""
-    return torch.tanh(5.0 * x)
 
 
 def make_nets(shape: tuple, cfg: dict, features: nn.Module | None = None) -> dict[str, nn.Module]:
@@ -399,28 +387,3 @@ def ema_step(ema: list[torch.Tensor], net: nn.Module, decay: float, step: int) -
     d = min(decay, (1 + step) / (10 + step))
     for e, p in zip(ema, net.parameters()):
         e.lerp_(p, 1 - d)
-
-
-@torch.no_grad()
-def held_out_accuracy(G, D, real: torch.Tensor, real_labels, renders: torch.Tensor, labels,
-                      gen: torch.Generator, shape: bool = False) -> float:
-    """D's accuracy (threshold 0.5) on held-out real images against freshly refined renders,
-    half and half, without augmentation; with `shape`, on the shape view of the real images and of
-    the warped renders (the shape discriminator's inputs)."""
-    x = to_signed(renders)
-    z = G.noise_like(x, gen) if G.warp is not None else None
-    fake = shape_view(G.parts(x, z)[0]) if shape else G(x, z)
-    real = shape_view(to_signed(real)) if shape else to_signed(real)
-    right_real = (realness(D(real, real_labels)) > 0.5).float().mean()
-    right_fake = (realness(D(fake, labels)) <= 0.5).float().mean()
-    return float((right_real + right_fake) / 2)
-
-
-@torch.no_grad()
-def triptych(*columns: torch.Tensor, n: int = 8) -> torch.Tensor:
-    """A [C, H, W] grid: one row per image, one column per stage (e.g. input | warped | G(x))."""
-    from torchvision.utils import make_grid
-
-    n = min(n, len(columns[0]))
-    rows = torch.stack([c[:n] for c in columns], 1).flatten(0, 1)
-    return make_grid(rows.float().cpu().add(1).div(2).clamp(0, 1), nrow=len(columns), pad_value=0.5)

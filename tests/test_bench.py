@@ -22,7 +22,7 @@ def test_a_figure_is_the_median_rate_with_its_range():
 
 
 def test_the_png_path_gives_the_projects_images(tmp_path):
-    from gan.train import to_signed
+    from gan.networks import to_signed
     images = np.random.default_rng(0).integers(0, 256, (5, 1, 28, 28), dtype=np.uint8)
     files = write_pngs(images, tmp_path / "png")
     png = PngImages(files, np.arange(5))

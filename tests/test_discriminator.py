@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gan.losses import lecam
-from gan.networks import discriminator
-from gan.train import to_signed, train_refiner
+from gan.networks import discriminator, to_signed
+from gan.train import train_refiner
 from tiny import CPU, TINY, digits
 
 

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from gan.diffaugment import OPS, diff_augment
-from gan.networks import HEADS, discriminator, generator
+from gan.networks import HEADS, discriminator, generator, to_signed
 from gan.pool import ImagePool
 from gan.refine import refine
-from gan.train import DEFAULTS, make_nets, to_signed, train_refiner
+from gan.train import DEFAULTS, make_nets, train_refiner
 from gan.weights import load_generator, save_refiner
 from tiny import CPU, TINY, digits
 
@@ -271,7 +271,7 @@ def test_output_heads_reach_what_they_say():
     assert clip.min() == -1 and clip.max() == 1
     assert tanh.min() > -1 and tanh.max() < 1
     assert torch.all(black[1:] >= black[:-1])  # monotone: a brighter input is never darker
-    from gan.train import to_uint8
+    from gan.networks import to_uint8
     cap = to_uint8(HEADS["cap"]()(x))
     assert cap.min() == 0 and cap.max() == 254 and (cap == 254).sum() > 50  # 254 at a finite input
     with pytest.raises(ValueError, match="choose one of"):
