@@ -115,16 +115,19 @@ class Refiner(nn.Module):
     """G = appearance ∘ warp (∘ tone). The warp network reads the image and a noise map and predicts a
     displacement field at a quarter of the resolution, bounded by tanh to ±`max_px` pixels and
     up-sampled bilinearly (so it is smooth by construction); its last layer starts at zero, so a
-    fresh refiner does not move strokes. Without a warp, G is the appearance network alone. The
+    fresh refiner does not move strokes. With `centred`, each image's mean of the network's output
+    is taken away before the bound: the warp deforms strokes but cannot shift the whole digit, which
+    MNIST centres by its centre of mass (and a shift is free to drift: the discriminators' random
+    translations hide it and the smoothness term does not see it). Without a warp, G is the appearance network alone. The
     buffer `tone` is a 256-entry lookup table that `refine` applies to the uint8 renders first (the
     identity unless training fitted one, knob `tone_first`)."""
 
     def __init__(self, channels: int = 1, width: int = 16, blocks: int = 4, warp: bool = False,
                  max_px: float = 2.0, noise: int = 4, head: str = "tanh",
-                 upsample: str = "transpose"):
+                 upsample: str = "transpose", centred: bool = False):
         super().__init__()
         self.appearance = generator(channels, width, blocks, head, upsample)
-        self.channels, self.max_px, self.noise = channels, max_px, noise
+        self.channels, self.max_px, self.noise, self.centred = channels, max_px, noise, centred
         # a tone curve applied to the uint8 input before anything else (identity unless fitted)
         self.register_buffer("tone", torch.arange(256, dtype=torch.uint8))
         self.warp = None
@@ -147,7 +150,10 @@ class Refiner(nn.Module):
         if self.warp is None:
             return x.new_zeros(len(x), 2, *x.shape[-2:])
         z = torch.zeros_like(self.noise_like(x)) if z is None else z
-        low = torch.tanh(self.warp(torch.cat([self.warp_body(x), z], 1))) * self.max_px
+        raw = self.warp(torch.cat([self.warp_body(x), z], 1))
+        if self.centred:
+            raw = raw - raw.mean((2, 3), keepdim=True)
+        low = torch.tanh(raw) * self.max_px
         return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def parts(self, x: torch.Tensor, z: torch.Tensor | None = None):

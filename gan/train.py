@@ -12,7 +12,8 @@ Losses (Zhu et al. 2017, with the additions of the study):
   at their own rate (`lr_d`, two time scales) and `d_steps` times per generator step;
 - G = appearance ∘ warp (`warp`): a smooth displacement field of at most `warp_max_px` pixels,
   predicted from the render and a noise map, moves the strokes; λ_smooth penalises the field's
-  squared gradient; the warp may learn at its own rate (`lr_warp`), and with `shape_d` a third
+  squared gradient; with `warp_centred` the field cannot shift the whole digit (it has no mean
+  shift before its bound); the warp may learn at its own rate (`lr_warp`), and with `shape_d` a third
   discriminator, D_shape, scores real digits against warped renders, both thresholded softly at
   mid-grey (`shape_view`): shape alone, before the appearance step can repaint it, so its loss
   reaches the warp and nothing else;
@@ -110,6 +111,8 @@ class RefinerConfig:
     warp_max_px: float = 2.0     # the warp's largest displacement in pixels
     lambda_smooth: float = 1.0   # weight of the warp field's squared gradient
     lr_warp: float = 0.0         # the warp's own learning rate (0: the generators' `lr`)
+    warp_centred: bool = False   # each field's mean taken away before its bound: the warp deforms
+                                 # strokes but cannot shift the whole digit off MNIST's centring
     shape_d: bool = False        # a third discriminator that sees only shape (images thresholded
                                  # softly at mid-grey) and teaches only the warp: it scores the
                                  # warped render before the appearance step can repaint it
@@ -126,7 +129,7 @@ class RefinerConfig:
 
 DEFAULTS = asdict(RefinerConfig())
 NETS = ("G", "F", "D_real", "D_syn")
-ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "head", "upsample")
+ARCH = ("width", "blocks", "d_width", "warp", "warp_max_px", "warp_centred", "head", "upsample")
 
 
 def make_nets(shape: tuple, cfg: dict, features: nn.Module | None = None) -> dict[str, nn.Module]:
@@ -142,7 +145,8 @@ def make_nets(shape: tuple, cfg: dict, features: nn.Module | None = None) -> dic
             d |= {"features": features, "feature_dim": features(probe).shape[1]}
     return {"G": init_warp(init_weights(Refiner(channels, cfg["width"], cfg["blocks"], cfg["warp"],
                                                 cfg["warp_max_px"], head=cfg["head"],
-                                                upsample=cfg["upsample"]))),
+                                                upsample=cfg["upsample"],
+                                                centred=cfg["warp_centred"]))),
             "F": init_weights(generator(channels, cfg["width"], cfg["blocks"], cfg["head"],
                                         cfg["upsample"])),
             "D_real": init_weights(discriminator(channels, cfg["d_width"], **d)),
@@ -198,6 +202,9 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     if cfg["shape_d"] and not cfg["warp"]:
         raise ValueError("shape_d teaches the warp and nothing else: set warp = true, or "
                          "shape_d = false")
+    if cfg["warp_centred"] and not cfg["warp"]:
+        raise ValueError("warp_centred shapes the warp's field: set warp = true, or "
+                         "warp_centred = false")
     if classifier is not None:
         classifier.to(device).eval().requires_grad_(False)
     # with feature_head, the classifier without its last layer (and the dropout before it)

@@ -43,7 +43,8 @@ def load_generator(path, name: str = "G") -> nn.Module:
     upsample = arch.get("upsample", "transpose")  # files written before the knob
     if name == "G":
         net = Refiner(arch["channels"], arch["width"], arch["blocks"], arch.get("warp", False),
-                      arch.get("warp_max_px", 2.0), head=head, upsample=upsample)
+                      arch.get("warp_max_px", 2.0), head=head, upsample=upsample,
+                      centred=arch.get("warp_centred", False))
     else:
         net = generator(arch["channels"], arch["width"], arch["blocks"], head, upsample)
     try:

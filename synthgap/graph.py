@@ -151,6 +151,9 @@ def check_refiner(ref: dict, where: str) -> None:
     if ref["shape_d"] and not ref["warp"]:
         raise UserError(f"{where}.shape_d needs refiner.warp = true: the shape discriminator "
                         "teaches the warp and nothing else")
+    if ref["warp_centred"] and not ref["warp"]:
+        raise UserError(f"{where}.warp_centred needs refiner.warp = true: it centres the warp's "
+                        "field, and there is none without it")
     if ref["lr_warp"] < 0:
         raise UserError(f"{where}.lr_warp must be 0 (G's rate) or more, got {ref['lr_warp']}")
     if ref["head"] not in HEADS:

@@ -44,6 +44,7 @@ def test_threads_and_device_are_part_of_every_key():
     (["--set", "refiner.upsample=shuffle"], "refiner.upsample 'shuffle' is not a way to up-sample"),
     (["--set", "refiner.shape_d=true"], "refiner.shape_d needs refiner.warp = true"),
     (["--set", "refiner.lr_warp=-1"], "refiner.lr_warp must be 0 (G's rate) or more"),
+    (["--set", "refiner.warp_centred=true"], "refiner.warp_centred needs refiner.warp = true"),
 ])
 def test_bad_options_give_one_line_and_exit_2(tmp_path, args, message):
     proc = pipeline("run", "smoke", *args, "--workdir", str(tmp_path / "w"), check=False)

@@ -1,5 +1,7 @@
 """The refiner on tiny sizes: networks, pool, DiffAugment, losses, save/load."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -229,6 +231,39 @@ def test_the_field_stays_within_its_bound():
     x = torch.rand(8, 1, 28, 28) * 2 - 1
     field = G.field(x, G.noise_like(x) * 10)
     assert field.abs().max() <= 1.5 and field.abs().max() > 1.0
+
+
+def test_a_centred_warp_cannot_shift_the_whole_digit(tmp_path):
+    """A uniform push (the warp's last bias alone) shifts every pixel by nearly the bound; centred,
+    the same push moves nothing, while a field that varies over the image still deforms it. The
+    knob survives saving and loading."""
+    from gan.networks import Refiner, init_warp
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    fields = {}
+    for centred in (False, True):
+        G = init_warp(Refiner(1, 4, 1, warp=True, max_px=2.0, centred=centred))
+        with torch.no_grad():
+            G.warp[-1].bias.copy_(torch.tensor([3.0, -3.0]))
+        fields[centred] = G.field(x, G.noise_like(x))
+        warped, _, _ = G.parts(x, G.noise_like(x))
+        if centred:
+            assert torch.allclose(warped, x, atol=1e-6)
+        torch.nn.init.normal_(G.warp[-1].weight, 0, 1.0)
+        assert G.field(x, G.noise_like(x)).abs().amax((2, 3)).min() > 0.1  # it still deforms
+    assert torch.allclose(fields[False][:, 0], torch.tensor(2 * math.tanh(3.0)))
+    assert torch.allclose(fields[False][:, 1], torch.tensor(-2 * math.tanh(3.0)))
+    assert fields[True].abs().max() < 1e-6
+
+    cfg = {**TINY, "steps": 2, "warp": True, "warp_centred": True}
+    nets, _ = train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, cfg, 0, CPU)
+    save_refiner(nets, tmp_path / "r.safetensors", cfg, 1)
+    loaded = load_generator(tmp_path / "r.safetensors")
+    z = loaded.noise_like(x)
+    with torch.no_grad():
+        assert loaded.centred and torch.equal(loaded(x, z), nets["G"](x, z))
+    with pytest.raises(ValueError, match="warp_centred shapes the warp"):
+        train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, {**TINY, "steps": 1,
+                                                               "warp_centred": True}, 0, CPU)
 
 
 def test_variants_differ_and_repeat():
