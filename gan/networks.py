@@ -118,9 +118,9 @@ class Refiner(nn.Module):
     fresh refiner does not move strokes. With `centred`, each image's mean of the network's output
     is taken away before the bound: the warp deforms strokes but cannot shift the whole digit, which
     MNIST centres by its centre of mass (and a shift is free to drift: the discriminators' random
-    translations hide it and the smoothness term does not see it). Without a warp, G is the appearance network alone. The
-    buffer `tone` is a 256-entry lookup table that `refine` applies to the uint8 renders first (the
-    identity unless training fitted one, knob `tone_first`)."""
+    translations hide it and the smoothness term does not see it). Without a warp, G is the
+    appearance network alone. The buffer `tone` is a 256-entry lookup table that `refine` applies to
+    the uint8 renders first (the identity unless training fitted one, knob `tone_first`)."""
 
     def __init__(self, channels: int = 1, width: int = 16, blocks: int = 4, warp: bool = False,
                  max_px: float = 2.0, noise: int = 4, head: str = "tanh",
