@@ -199,12 +199,10 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
     if cfg["feature_head"] and (classifier is None or labels is None or cfg["lambda_sem"] <= 0):
         raise ValueError("feature_head needs the classifier of the labelled renders: give labels "
                          "and lambda_sem > 0, or set feature_head = false")
-    if cfg["shape_d"] and not cfg["warp"]:
-        raise ValueError("shape_d teaches the warp and nothing else: set warp = true, or "
-                         "shape_d = false")
-    if cfg["warp_centred"] and not cfg["warp"]:
-        raise ValueError("warp_centred shapes the warp's field: set warp = true, or "
-                         "warp_centred = false")
+    for knob, why in (("shape_d", "teaches the warp and nothing else"),
+                      ("warp_centred", "shapes the warp's field")):
+        if cfg[knob] and not cfg["warp"]:
+            raise ValueError(f"{knob} {why}: set warp = true, or {knob} = false")
     if classifier is not None:
         classifier.to(device).eval().requires_grad_(False)
     # with feature_head, the classifier without its last layer (and the dropout before it)

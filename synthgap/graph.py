@@ -138,6 +138,11 @@ def refiner_knobs(cfg: dict) -> dict[int, dict]:
     return knobs
 
 
+# [refiner] knobs that act on the warp, and why they need one
+WARP_KNOBS = {"shape_d": "the shape discriminator teaches the warp and nothing else",
+              "warp_centred": "it centres the warp's field, and there is none without it"}
+
+
 def check_refiner(ref: dict, where: str) -> None:
     """UserError for a [refiner] value out of its range (`where`: the table that set it)."""
     from gan.diffaugment import OPS
@@ -148,12 +153,9 @@ def check_refiner(ref: dict, where: str) -> None:
     if ref["variants"] > 1 and not ref["warp"]:
         raise UserError("refiner.variants > 1 needs refiner.warp = true: only the warp has a "
                         "noise input, so without it every variant is the same image")
-    if ref["shape_d"] and not ref["warp"]:
-        raise UserError(f"{where}.shape_d needs refiner.warp = true: the shape discriminator "
-                        "teaches the warp and nothing else")
-    if ref["warp_centred"] and not ref["warp"]:
-        raise UserError(f"{where}.warp_centred needs refiner.warp = true: it centres the warp's "
-                        "field, and there is none without it")
+    for knob, why in WARP_KNOBS.items():
+        if ref[knob] and not ref["warp"]:
+            raise UserError(f"{where}.{knob} needs refiner.warp = true: {why}")
     if ref["lr_warp"] < 0:
         raise UserError(f"{where}.lr_warp must be 0 (G's rate) or more, got {ref['lr_warp']}")
     if ref["head"] not in HEADS:
