@@ -20,11 +20,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synthgap import dag, execute
-from synthgap.graph import build_graph
-from synthgap import config
 from synthgap.errors import UserError, fail
-from synthgap.workspace import Workspace
+from synthgap.runner import dag
+from synthgap.runner.run import Execution, RunLog, run as run_stages, run_env
+from synthgap.runner.workspace import Workspace
+from synthgap.study import config
+from synthgap.study.graph import build_graph
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -41,29 +42,20 @@ console = Console()
 
 
 # -------------------------------------------------------------------------------------- configs
-def load_config(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
-    return config.load(exp, sets)
-
-
 def setup(exp: str, sets, workdir: Optional[Path]):
-    name, cfg = load_config(exp, sets)
+    """(name, config, stage graph, workspace) of an experiment with its --set overrides."""
+    name, cfg = config.load(exp, sets)
     return name, cfg, build_graph(name, cfg), Workspace(workdir or Path("runs") / name)
 
 
-def run_env(cfg: dict, device: str = "auto") -> dict:
-    """What enters every stage's key besides the stage itself: the torch threads of `[runner]`
-    and the device type, so a result never depends on --jobs or the cores, and a CPU result and
-    a CUDA result never share a key."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"threads": cfg["runner"]["threads"], "device": device}
+def plan(stages, ws: Workspace, cfg, device: str, only=None, force=None) -> list[dict]:
+    """The runner's plan of the graph, with the run's environment in every key."""
+    return dag.plan(stages, ws, only, force, run_env(cfg.runner.threads, device))
 
 
 def print_results(folder: Path) -> None:
     """The terminal tables of a published report: test error (summary.csv) and the gap (gap.csv)."""
-    from synthgap.report import gap_table, summary_table
+    from synthgap.study.report import gap_table, summary_table
 
     for table in (summary_table(folder / "summary.csv"), gap_table(folder / "gap.csv")):
         if table is not None:
@@ -137,48 +129,28 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         dest = report_dir(ws, set_, variant)
         if data_dir is not None:
             check_mnist(data_dir)
-        if cfg["runner"]["threads"] < 1:
-            raise UserError(f"runner.threads must be at least 1, got {cfg['runner']['threads']}")
-        rows = dag.plan(stages, ws, only, force, run_env(cfg, device.value))
+        if cfg.runner.threads < 1:
+            raise UserError(f"runner.threads must be at least 1, got {cfg.runner.threads}")
+        rows = plan(stages, ws, cfg, device.value, only, force)
     except (UserError, DataError, ValueError) as exc:
         fail(exc)
     todo = [r for r in rows if r["run"]]
     if dry_run:
-        table = Table(title=f"{name}: {len(todo)} of {len(rows)} stages would run")
-        for col in ("stage", "action", "reason"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["name"], "run" if r["run"] else "skip", r["reason"])
-        console.print(table)
+        print_plan(name, rows)
         return
-    if address is not None and executor != Executor.ray:
-        fail(UserError("--address is for --executor ray"))
-    if todo and executor == Executor.ray:
-        from synthgap.cluster import import_ray
-        try:
-            import_ray()
-        except UserError as exc:
-            fail(exc)
-    if todo and device == Device.cuda:
-        import torch
-        if not torch.cuda.is_available():
-            fail(UserError("--device cuda was asked for but torch sees no CUDA device; "
-                           "use --device auto or cpu"))
+    how = Execution(executor.value, jobs, address, cfg.runner)
+    check_execution(how, device.value, bool(todo))
     ws.root.mkdir(parents=True, exist_ok=True)
     removed = ws.clean_leftovers()
     if removed:
         console.print(f"cleaned {len(removed)} leftover(s) of an interrupted run")
     ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None,
-                      threads=cfg["runner"]["threads"],
-                      deterministic=cfg["runner"]["cuda_deterministic"])
-    log = execute.RunLog(ws.root / "run.log", plain=not console.is_terminal)
-    how = f"--jobs {jobs}" if executor == Executor.local else f"--executor ray ({address or 'local'})"
-    log(f"run {name}: {len(todo)} of {len(rows)} stages to run, {how}, --device "
+                      threads=cfg.runner.threads, deterministic=cfg.runner.cuda_deterministic)
+    log = RunLog(ws.root / "run.log", plain=not console.is_terminal)
+    log(f"run {name}: {len(todo)} of {len(rows)} stages to run, {how.describe()}, --device "
         f"{device.value}" + (f", --set {' '.join(set_)}" if set_ else ""))
     try:
-        execute.run(stages, ws, ctx, rows, jobs=jobs, console=console, log=log,
-                    publish_to=dest, executor=executor.value, address=address,
-                    runner=cfg["runner"])
+        run_stages(stages, ws, ctx, rows, how, console=console, log=log, publish_to=dest)
     except dag.StageError as exc:
         log(f"stopped: {exc}")
         fail(exc)
@@ -195,6 +167,33 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         print_results(dest)
 
 
+def print_plan(name: str, rows: list[dict]) -> None:
+    """--dry-run's table: every stage, whether it would run, and why."""
+    table = Table(title=f"{name}: {sum(r['run'] for r in rows)} of {len(rows)} stages would run")
+    for col in ("stage", "action", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "run" if r["run"] else "skip", r["reason"])
+    console.print(table)
+
+
+def check_execution(how: Execution, device: str, work: bool) -> None:
+    """One line and exit status 2 where the run cannot execute as asked: --address without Ray,
+    and, when there is `work` to do, Ray missing or --device cuda without a GPU."""
+    from synthgap.devices import NO_CUDA, on_cuda
+    from synthgap.runner.cluster import import_ray
+
+    try:
+        if how.address is not None and how.kind != "ray":
+            raise UserError("--address is for --executor ray")
+        if work and how.kind == "ray":
+            import_ray()
+        if work and device == "cuda" and not on_cuda(device):
+            raise UserError(NO_CUDA)
+    except UserError as exc:
+        fail(exc)
+
+
 DEVICE_OF_RUN = typer.Option(Device.auto, "--device", help="The device of the run to look at "
                              "(part of every key).")
 
@@ -206,12 +205,14 @@ def status(exp: str, set_: Optional[List[str]] = SETS, workdir: Optional[Path] =
     stage made under another torch version or on another kind of machine says so."""
     import torch
 
+    from synthgap.devices import device_name
+
     try:
         name, cfg, stages, ws = setup(exp, set_, workdir)
-        rows = dag.plan(stages, ws, env=run_env(cfg, device.value))
+        rows = plan(stages, ws, cfg, device.value)
     except (UserError, ValueError) as exc:
         fail(exc)
-    here = {"torch": torch.__version__, "device_name": execute.machine_name(device.value)}
+    here = {"torch": torch.__version__, "device_name": device_name(device.value)}
     table = Table(title=f"{name} in {ws.root}")
     for col in ("stage", "state", "seconds", "metrics / reason"):
         table.add_column(col)
@@ -263,26 +264,7 @@ def show_dag(exp: str, format: Format = typer.Option(Format.text, "--format"),
         _, _, stages, _ = setup(exp, set_, None)
     except UserError as exc:
         fail(exc)
-    order = dag.topo_order(stages)
-    ids = {n: f"s{i}" for i, n in enumerate(order)}
-    if format == Format.text:
-        for n in order:
-            deps = sorted(set(stages[n].deps.values()))
-            shown = ", ".join(deps[:4]) + (f", ... ({len(deps)} in all)" if len(deps) > 4 else "")
-            print(f"{n}" + (f"  <- {shown}" if deps else ""))
-    elif format == Format.mermaid:
-        print("graph LR")
-        for n in order:
-            print(f'  {ids[n]}["{n}"]')
-            for d in sorted(set(stages[n].deps.values())):
-                print(f"  {ids[d]} --> {ids[n]}")
-    else:
-        print("digraph pipeline {\n  rankdir=LR;")
-        for n in order:
-            print(f'  {ids[n]} [label="{n}"];')
-            for d in sorted(set(stages[n].deps.values())):
-                print(f"  {ids[d]} -> {ids[n]};")
-        print("}")
+    print(dag.draw(stages, format.value))
 
 
 @app.command("list")
@@ -290,7 +272,7 @@ def list_experiments():
     """The experiments in configs/ with their descriptions."""
     for name, path in config.experiments().items():
         try:
-            desc = config.load(str(path))[1]["experiment"]["description"]
+            desc = config.load(str(path))[1].experiment.description
         except UserError as exc:
             desc = f"(broken: {exc})"
         print(f"{name:<16} {desc}")
@@ -300,9 +282,9 @@ def list_experiments():
 def show_config(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .toml path)."),
                 set_: Optional[List[str]] = SETS):
     """Print the resolved config: its base's values, the file's own and the --set overrides over
-    the defaults (the dataclasses named in synthgap/config.py), every key."""
+    the defaults (the dataclasses named in synthgap/study/config.py), every key."""
     try:
-        print(config.show(load_config(exp, set_)[1]), end="")
+        print(config.show(config.load(exp, set_)[1]), end="")
     except UserError as exc:
         fail(exc)
 
@@ -319,16 +301,16 @@ def bench(device: Device = typer.Option(Device.auto, "--device", help="auto pick
     training and one gap detector (steps/s and images/s), each beside a reference loop in the
     common style of public CycleGAN code (PNG files, a Dataset, a DataLoader with workers) and
     with their ratio. Each figure is the median of --repeats runs after a warm-up, with its range;
-    sizes are set per device type (synthgap/bench.py)."""
+    sizes are set per device type (synthgap/study/bench.py)."""
     import json
 
-    from classifiers.digits import resolve_device
-    from synthgap.bench import markdown, run_bench
+    from synthgap.devices import resolve_device
+    from synthgap.study.bench import markdown, run_bench
 
     try:
         dev = resolve_device(device.value)
-    except RuntimeError as exc:
-        fail(UserError(str(exc)))
+    except UserError as exc:
+        fail(exc)
     for flag, path in (("--json", json_path), ("--markdown", markdown_path)):
         if path is not None and not path.parent.is_dir():
             fail(UserError(f"{flag} {path}: folder {path.parent} does not exist"))
@@ -355,14 +337,22 @@ def bench(device: Device = typer.Option(Device.auto, "--device", help="auto pick
 @app.command("report")
 def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .toml path)."),
                workdir: Optional[Path] = WORKDIR, set_: Optional[List[str]] = SETS,
-               variant: Optional[str] = NAME, device: Device = DEVICE_OF_RUN):
+               variant: Optional[str] = NAME, device: Device = DEVICE_OF_RUN,
+               readme: Optional[Path] = typer.Option(None, "--readme", help="Also publish the "
+                                                     "report into this README: its results block "
+                                                     "(the test-error table and figure) and, "
+                                                     "beside it, docs/results/<experiment>.md.")):
     """Report what is cached, computing nothing: the summary and gap tables of a finished run
     (its report is assembled from the cache if need be), or, while stages are missing, which ones
     (exit status 1; `pipeline run` computes them)."""
+    from synthgap.study.report import publish_results
+
     try:
         name, cfg, stages, ws = setup(exp, set_, workdir)
         dest = report_dir(ws, set_, variant)
-        rows = dag.plan(stages, ws, env=run_env(cfg, device.value))
+        rows = plan(stages, ws, cfg, device.value)
+        if readme is not None and not readme.is_file():
+            raise UserError(f"--readme {readme}: no such file; give the project's README.md")
     except (UserError, ValueError) as exc:
         fail(exc)
     missing = [r["name"] for r in rows if r["run"] and r["name"] != "report"]
@@ -374,12 +364,18 @@ def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ 
         raise typer.Exit(1)
     ctx = dag.Context(device="cpu")  # the report stage reads cached results and writes tables
     try:
-        execute.run(stages, ws, ctx, rows, console=console, publish_to=dest,
-                    log=execute.RunLog(None, plain=not console.is_terminal))
+        run_stages(stages, ws, ctx, rows, console=console, publish_to=dest,
+                   log=RunLog(None, plain=not console.is_terminal))
     except dag.StageError as exc:
         fail(exc)
     console.print(f"report of {name} in {dest}", soft_wrap=True)
     print_results(dest)
+    if readme is not None:
+        try:
+            for path in publish_results(dest, readme, name):
+                console.print(f"written: {path}", highlight=False)
+        except UserError as exc:
+            fail(exc)
 
 
 if __name__ == "__main__":

@@ -39,4 +39,4 @@ def oracle(workdir: Path):
     from classifiers.digits import load_model
 
     meta = one_cached(workdir, "oracle", "meta.json")
-    return load_model(meta.parent / "model.safetensors", json.loads(meta.read_text())["params"]["width"])
+    return load_model(meta.parent / "model.safetensors", json.loads(meta.read_text())["params"]["classifier"]["width"])

@@ -61,7 +61,7 @@ def main() -> int:
         for view in args.views:
             for steps in args.steps:
                 start = time.perf_counter()
-                aucs = np.array([c2st(real, other, view, {"steps": steps}, k)["auc"]
+                aucs = np.array([c2st(real, other, view, GapConfig(steps=steps), k)["auc"]
                                  for k in range(args.seeds)])
                 each = (time.perf_counter() - start) / args.seeds
                 print(f"| {source} | {view} | {steps} | {aucs.mean():.4f} | "

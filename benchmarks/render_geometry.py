@@ -70,8 +70,8 @@ def main() -> int:
 
     row("real (held-out)", real, "0")
     for path in renders:
-        p = json.loads((path.parent / "meta.json").read_text())["params"]
-        knobs = f"box {p['box_min']:g}–{p['box_max']:g}, widen {p.get('widen', 0.0):g}"
+        p = json.loads((path.parent / "meta.json").read_text())["params"]["fonts"]
+        knobs = f"box {p['box_min']:g}–{p['box_max']:g}, widen {p['widen']:g}"
         images = load_imageset(path).images[:args.samples]
         fd = (f"{frechet_distance(feats, features(oracle, images, torch.device('cpu'))):.1f}"
               if oracle else "-")

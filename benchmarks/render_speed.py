@@ -32,7 +32,7 @@ def main():
     n = min(args.count, 10000)
     for mode in MODES:
         start = time.perf_counter()
-        composite(images, labels, n, mode, seed=0, cfg={"halo": 1})
+        composite(images, labels, n, mode, seed=0)
         dt = time.perf_counter() - start
         print(f"composite  {mode:<8}: {n / dt:8.0f} images/s ({dt:.1f} s)")
 

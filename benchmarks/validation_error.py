@@ -46,15 +46,15 @@ def main() -> int:
     for meta_path in sorted((args.workdir / "cache" / "classify").glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
         p = meta["params"]
-        wanted = p["mixture"] in args.mixtures if args.mixtures else "synthetic_fraction" in p
+        wanted = p["mixture"] in args.mixtures if args.mixtures else p["mixture"].startswith("real+")
         source = meta.get("upstream", {}).get("synthetic", "")[:8] or "-"
         if (not wanted or (args.budgets and p["budget"] not in args.budgets)
                 or (args.sources and not source.startswith(tuple(args.sources)))):
             continue
-        model = load_model(meta_path.parent / "model.safetensors", p["width"])
+        model = load_model(meta_path.parent / "model.safetensors", p["classifier"]["width"])
         wrong = predict(model, holdout.images, torch.device("cpu")).argmax(1) != labels
         per_digit = [wrong[labels == d].mean() for d in range(10)]
-        found[(p["mixture"], p["budget"], p.get("synthetic_fraction", 1.0), source)].append(
+        found[(p["mixture"], p["budget"], p["synthetic_fraction"], source)].append(
             (wrong.mean(), per_digit, meta["metrics"]["test_error"]))
     if not found:
         print(f"error: no matching classify cells in {args.workdir}/cache", file=sys.stderr)

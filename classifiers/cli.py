@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
-from classifiers.detector import ARCHS, KINDS, GapConfig
+from classifiers.detect import DetectConfig, common_size, detect, read_set, views
+from classifiers.detector import ARCHS, KINDS, make_net, scores_of, to_input
+from synthgap.devices import resolve_device
 from synthgap.errors import fail
 
 SAVED = "detector-{kind}.safetensors"
+SETTINGS = ("arch", "crop", "test_crop", "resize", "width")  # what a saved detector's file keeps
 
 
 def detect_cmd(
@@ -19,15 +23,15 @@ def detect_cmd(
         real: Optional[Path] = typer.Option(None, "--real", help="Real images: a folder (any sizes, RGB or grayscale) or an ImageSet .npz."),
         synthetic: Optional[List[Path]] = typer.Option(None, "--synthetic", help="Synthetic images (folder or .npz). Repeat it: the detector trains on the first set and is tested on every one."),
         kind: Optional[List[str]] = typer.Option(None, "--kind", help=f"Detector input, repeatable: {', '.join(KINDS)} (default: pixel and spectrum1d)."),
-        arch: str = typer.Option("small", "--arch", help=f"Backbone for image inputs: {', '.join(ARCHS)} (trained from scratch)."),
-        crop: int = typer.Option(64, "--crop", min=8, help="Detector input side: larger images are cropped to it, never resized (unless --resize)."),
-        crops: int = typer.Option(4, "--crops", min=1, help="Random crops per training image."),
-        test_crop: str = typer.Option("centre", "--test-crop", help="Crops scored per test image: centre, or grid (3 x 3, scores averaged)."),
-        resize: bool = typer.Option(False, "--resize", help="Down-size images to --crop instead of cropping (erases up-sampling traces)."),
-        blur_jpeg_prob: Optional[float] = typer.Option(None, "--blur-jpeg-prob", min=0, max=1, help="Training augmentation as in Wang et al.: blur (sigma 0-3) and JPEG (quality 30-100), each with this probability (default 0.5 for resnet*, 0 for small)."),
-        flip: bool = typer.Option(False, "--flip", help="Mirror training crops left-right half of the time (natural images; off for digits)."),
-        steps: int = typer.Option(GapConfig.steps, "--steps", min=1, help="Optimiser steps of each detector."),
-        samples: int = typer.Option(10000, "--samples", min=8, help="At most this many images a side."),
+        arch: str = typer.Option(DetectConfig.arch, "--arch", help=f"Backbone for image inputs: {', '.join(ARCHS)} (trained from scratch)."),
+        crop: int = typer.Option(DetectConfig.crop, "--crop", min=8, help="Detector input side: larger images are cropped to it, never resized (unless --resize)."),
+        crops: int = typer.Option(DetectConfig.crops, "--crops", min=1, help="Random crops per training image."),
+        test_crop: str = typer.Option(DetectConfig.test_crop, "--test-crop", help="Crops scored per test image: centre, or grid (3 x 3, scores averaged)."),
+        resize: bool = typer.Option(DetectConfig.resize, "--resize", help="Down-size images to --crop instead of cropping (erases up-sampling traces)."),
+        blur_jpeg_prob: Optional[float] = typer.Option(DetectConfig.blur_jpeg_prob, "--blur-jpeg-prob", min=0, max=1, help="Training augmentation as in Wang et al.: blur (sigma 0-3) and JPEG (quality 30-100), each with this probability (default 0.5 for resnet*, 0 for small)."),
+        flip: bool = typer.Option(DetectConfig.flip, "--flip", help="Mirror training crops left-right half of the time (natural images; off for digits)."),
+        steps: int = typer.Option(DetectConfig.steps, "--steps", min=1, help="Optimiser steps of each detector."),
+        samples: int = typer.Option(DetectConfig.samples, "--samples", min=8, help="At most this many images a side."),
         out: Optional[Path] = typer.Option(None, "--out", help="Folder for scores.csv, roc.png and the trained detectors (safetensors)."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="A folder of detectors saved with --out: score --images with them, no training. Or, with --real, a .safetensors file of backbone weights to start training from (e.g. ImageNet weights converted once; never downloaded)."),
         images: Optional[Path] = typer.Option(None, "--images", help="With --weights: the images to score."),
@@ -37,8 +41,6 @@ def detect_cmd(
     azimuthal power spectrum (spectrum1d; --kind adds fourier and grey) and a Deep SVDD, trained on crops at native
     resolution; AUC with its DeLong interval, average precision, accuracy at 0.5 and at a threshold
     chosen on a validation split. AUC 0.5 means no detectable gap."""
-    from classifiers.digits import resolve_device
-
     try:
         dev = resolve_device(device)
         if weights is not None and weights.is_dir():
@@ -56,12 +58,11 @@ def detect_cmd(
         if bad or arch not in ARCHS:
             raise ValueError(f"unknown --kind {bad} or --arch {arch!r}; kinds: {', '.join(KINDS)}; "
                              f"archs: {', '.join(ARCHS)}")
-        if blur_jpeg_prob is None:
-            blur_jpeg_prob = 0.0 if arch == "small" else 0.5
-        cfg = {**GapConfig().__dict__, "steps": steps, "arch": arch, "crop": crop, "crops": crops,
-               "test_crop": test_crop, "resize": resize, "blur_jpeg_prob": blur_jpeg_prob,
-               "flip": flip, "init": str(weights) if weights else None}
-        rows, kept, note = train_and_test(real, synthetic, kinds, cfg, samples, seed, dev)
+        cfg = DetectConfig(steps=steps, samples=samples, seed=seed, arch=arch, crop=crop,
+                           crops=crops, test_crop=test_crop, resize=resize,
+                           blur_jpeg_prob=blur_jpeg_prob, flip=flip,
+                           init=str(weights) if weights else None)
+        rows, kept, note = train_and_test(real, synthetic, kinds, cfg, dev)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     print_rows(rows, real, synthetic, note)
@@ -69,16 +70,12 @@ def detect_cmd(
         write_outputs(out, rows, kept, cfg, synthetic)
 
 
-def train_and_test(real, synthetic, kinds, cfg, samples, seed, dev):
-    import numpy as np
-
-    from classifiers.detect import common_size, detect, read_set
-
+def train_and_test(real, synthetic, kinds, cfg: DetectConfig, dev):
     sets = [read_set(p)[0] for p in (real, *synthetic)]
     stacked, note = common_size(*sets)
-    rng = np.random.default_rng(seed)
-    stacked = [s[rng.permutation(len(s))[:samples]] for s in stacked]
-    rows, kept = detect(stacked[0], stacked[1:], kinds, cfg, seed, dev)
+    rng = np.random.default_rng(cfg.seed)
+    stacked = [s[rng.permutation(len(s))[:cfg.samples]] for s in stacked]
+    rows, kept = detect(stacked[0], stacked[1:], kinds, cfg, cfg.seed, dev)
     return rows, kept, note
 
 
@@ -135,14 +132,12 @@ def write_outputs(out: Path, rows, kept, cfg, synthetic) -> None:
     for kind, (net, mean, std, threshold) in kept.items():
         tensors = {f"net.{k}": v.detach().float().contiguous() for k, v in net.state_dict().items()}
         tensors.update({"mean": mean.float().contiguous(), "std": std.float().contiguous()})
-        settings = {k: cfg[k] for k in ("arch", "crop", "test_crop", "resize", "width")}
+        settings = {k: getattr(cfg, k) for k in SETTINGS}
         meta = {**settings, "kind": kind, "threshold": threshold, "input_shape": list(mean.shape[1:])}
         save_file(tensors, str(out / SAVED.format(kind=kind)), metadata={"detector": json.dumps(meta)})
 
 
 def roc_curve(real_scores, synthetic_scores):
-    import numpy as np
-
     scores = np.r_[real_scores, synthetic_scores]
     labels = np.r_[np.zeros(len(real_scores)), np.ones(len(synthetic_scores))]
     order = np.argsort(-scores, kind="stable")
@@ -154,8 +149,6 @@ def load_detector(path: Path):
     """(net, mean, std, settings) of a detector file written by `--out`."""
     import torch
     from safetensors import safe_open
-
-    from classifiers.detector import make_net
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -171,12 +164,7 @@ def load_detector(path: Path):
 
 def score_images(net, mean, std, meta, images, device):
     """One score per image (logit; above the saved threshold: called synthetic)."""
-    import numpy as np
-
-    from classifiers.detect import views
-    from classifiers.detector import scores_of, to_input
-
-    cfg = {**meta, "crops": 1}
+    cfg = DetectConfig(**{k: meta[k] for k in SETTINGS}, crops=1)
     v = views(images, cfg, False, np.random.default_rng(0))
     x = (to_input(v.reshape(-1, *v.shape[2:]), meta["kind"], max_side=10 ** 9) - mean) / std
     return scores_of(net.to(device), x, device)[:, 0].reshape(-1, v.shape[1]).mean(1)
@@ -186,8 +174,6 @@ def score_saved(weights: Path, images: Optional[Path], out: Optional[Path], devi
     import csv
 
     from rich.console import Console
-
-    from classifiers.detect import common_size, read_set
 
     if images is None:
         raise ValueError("--weights needs --images, the images to score")

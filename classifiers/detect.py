@@ -10,11 +10,30 @@ among them, and the caller is told so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from classifiers.detector import (GapConfig, average_precision, best_threshold, deep_svdd, fit_scores,
+                                 score_metrics, shrink, to_input)
+
 MIN_IMAGES = 8
+
+
+@dataclass
+class DetectConfig(GapConfig):
+    """`pipeline detect`'s detectors: [gap]'s training settings, and how they see images of any
+    size (`pipeline detect --help` says what each does)."""
+    arch: str = "small"          # the backbone of image inputs (detector.ARCHS)
+    crop: int = 64               # the input side: larger images are cropped to it
+    crops: int = 4               # random crops per training image
+    test_crop: str = "centre"    # crops scored per test image: centre, or a 3 x 3 grid
+    resize: bool = False         # down-size to `crop` instead of cropping
+    blur_jpeg_prob: float | None = None  # Wang et al.'s blur and JPEG training augmentation, each
+    #                              with this probability (None: 0.5 for the ResNets, 0 for small)
+    flip: bool = False           # mirror training crops half of the time
+    init: str | None = None      # a .safetensors file of backbone weights to start from
 
 
 def read_set(path: Path) -> tuple[list[np.ndarray], list[str]]:
@@ -83,8 +102,6 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Area down-sizing so the longer side is `size` (only when the user asks: it erases traces)."""
     import torch
 
-    from classifiers.detector import shrink
-
     if max(images.shape[-2:]) <= size:
         return images
     x = shrink(torch.as_tensor(images).float(), size)
@@ -121,38 +138,35 @@ def blur_jpeg_flip(images: np.ndarray, p: float, flip: bool, rng: np.random.Gene
     return out
 
 
-def views(images: np.ndarray, cfg: dict, train: bool, rng: np.random.Generator) -> np.ndarray:
+def views(images: np.ndarray, cfg: DetectConfig, train: bool,
+          rng: np.random.Generator) -> np.ndarray:
     """What the detector sees of uint8 images [N, C, H, W]: with `resize`, the images down-sized
     to `crop`; else, when larger than `crop`, `crops` random crops each for training ([N·k, ...])
     and the test crops for scoring ([N, K, ...]); as they are otherwise ([N, 1, ...] to score)."""
-    size = cfg["crop"]
-    if cfg["resize"]:
+    size = cfg.crop
+    if cfg.resize:
         images = resize(images, size)
     elif max(images.shape[-2:]) > size:
         if train:
-            return random_crops(images, size, cfg["crops"], rng)
-        return test_crops(images, size, cfg["test_crop"])
+            return random_crops(images, size, cfg.crops, rng)
+        return test_crops(images, size, cfg.test_crop)
     return images if train else images[:, None]
 
 
 def metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     """score_metrics (at logit 0, i.e. 0.5), average precision and the accuracy at `threshold`."""
-    from classifiers.detector import average_precision, score_metrics
-
     return {**score_metrics(scores, labels), "ap": average_precision(scores, labels),
             "threshold": threshold,
             "accuracy_at_threshold": float(((scores > threshold) == (labels == 1)).mean())}
 
 
-def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg: dict, seed: int,
-           device, progress=None) -> tuple[list[dict], dict]:
+def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg: DetectConfig,
+           seed: int, device, progress=None) -> tuple[list[dict], dict]:
     """Train one detector per input kind on half of `real` against half of `synthetic[0]` (a fifth
     of that half kept to choose a threshold), and test it on the other halves and on every other
     synthetic set (as many images as the real test half). Returns the rows (instrument, set,
     metrics) and {kind: (net, mean, std)} of the trained detectors, plus the scores per set."""
     import torch
-
-    from classifiers.detector import best_threshold, deep_svdd, fit_scores, to_input
 
     rng = np.random.default_rng(seed)
     n = min(len(real), len(synthetic[0]))
@@ -162,7 +176,9 @@ def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg:
     s_train, s_val, s_test = synthetic[0][s[val:half]], synthetic[0][s[:val]], synthetic[0][s[half:]]
     tests = [s_test] + [x[rng.permutation(len(x))[:len(r_test)]] for x in synthetic[1:]]
     # what the detectors see, drawn once for every kind: augmented training crops, fixed test crops
-    aug = (cfg.get("blur_jpeg_prob", 0.0), cfg.get("flip", False))
+    blur_jpeg = cfg.blur_jpeg_prob if cfg.blur_jpeg_prob is not None else \
+        (0.0 if cfg.arch == "small" else 0.5)
+    aug = (blur_jpeg, cfg.flip)
     train = [blur_jpeg_flip(views(a, cfg, True, rng), *aug, rng) for a in (r_train, s_train)]
     evals = [views(a, cfg, False, rng) for a in (r_val, s_val, r_test, *tests)]  # [N, K, ...]
     y = torch.cat([torch.zeros(len(train[0])), torch.ones(len(train[1]))])
@@ -173,7 +189,7 @@ def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg:
 
         net, scores, (mean, std) = fit_scores(
             inputs(np.concatenate(train)), y, [inputs(e.reshape(-1, *e.shape[2:])) for e in evals],
-            cfg, seed, device, progress, cfg["arch"])
+            cfg, seed, device, progress, cfg.arch, cfg.init)
         # one score per image: the mean over its crops
         scores = [sc.reshape(len(e), -1).mean(1) for sc, e in zip(scores, evals)]
         threshold = best_threshold(np.r_[scores[0], scores[1]],

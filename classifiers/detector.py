@@ -13,12 +13,13 @@ everything to c); the distance to c scores how un-real an image looks, with no s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 @dataclass
 class GapConfig:
@@ -31,9 +32,6 @@ class GapConfig:
     width: int = 16
     max_side: int = 64          # larger images are resized down to this side
     seed: int = 0
-
-
-DEFAULTS = {k: v for k, v in asdict(GapConfig()).items() if k not in ("samples", "seed")}
 
 
 def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:
@@ -126,16 +124,18 @@ def start_from(net: nn.Module, path) -> int:
     return len(fit)
 
 
-def fit_scores(x_train: torch.Tensor, y_train: torch.Tensor, evals: list[torch.Tensor], cfg: dict,
-               seed: int, device: torch.device, progress=None, arch: str = "small"):
-    """Standardise on the training inputs, train a detector (BCE, real 0, synthetic 1) and score
-    every tensor of `evals`; returns (net, [scores], (mean, std))."""
+def fit_scores(x_train: torch.Tensor, y_train: torch.Tensor, evals: list[torch.Tensor],
+               cfg: GapConfig, seed: int, device: torch.device, progress=None, arch: str = "small",
+               init: str | None = None):
+    """Standardise on the training inputs, train a detector (BCE, real 0, synthetic 1; `arch`,
+    from the weights file `init` if given) and score every tensor of `evals`; returns (net,
+    [scores], (mean, std))."""
     mean, std = x_train.mean(0, keepdim=True), x_train.std(0, keepdim=True) + 1e-6
     x_train, *evals = [(t - mean) / std for t in (x_train, *evals)]
     torch.manual_seed(seed)
-    net = make_net(x_train, arch, cfg["width"])
-    if cfg.get("init"):
-        start_from(net, cfg["init"])
+    net = make_net(x_train, arch, cfg.width)
+    if init:
+        start_from(net, init)
     net = train_net(net, lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t),
                     x_train, y_train, cfg, seed, device, progress)
     return net, [scores_of(net, e, device)[:, 0] for e in evals], (mean, std)
@@ -204,23 +204,23 @@ def halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 RESIDENT = 2 << 30  # training inputs up to this many bytes move to the device once
 
 
-def train_net(net, loss_fn, x: torch.Tensor, y: torch.Tensor | None, cfg: dict, seed: int,
+def train_net(net, loss_fn, x: torch.Tensor, y: torch.Tensor | None, cfg: GapConfig, seed: int,
               device: torch.device, progress=None, batches=None):
-    """Train `net` for cfg["steps"] steps on batches drawn from `x` (and targets `y`), moved to
+    """Train `net` for `cfg.steps` steps on batches drawn from `x` (and targets `y`), moved to
     the device once unless larger than RESIDENT bytes; the draw is on the CPU, so it is the same on
     every device. `batches`, an
     iterator of CPU (inputs, targets) batches, replaces the draw (the reference data path of
     `pipeline bench`). On CUDA the forward pass runs in bf16 autocast."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     net.to(device).train()
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     if batches is None and x.element_size() * x.nelement() <= RESIDENT:
         x, y = x.to(device), None if y is None else y.to(device)
-    for step in range(cfg["steps"]):
+    for step in range(cfg.steps):
         if batches is None:
-            idx = torch.randint(len(x), (cfg["batch_size"],), generator=gen)
+            idx = torch.randint(len(x), (cfg.batch_size,), generator=gen)
             if x.device != idx.device:
                 idx = (idx.pin_memory() if cuda else idx).to(x.device, non_blocking=True)
             xb, yb = x[idx].to(device), None if y is None else y[idx].to(device)
@@ -231,8 +231,8 @@ def train_net(net, loss_fn, x: torch.Tensor, y: torch.Tensor | None, cfg: dict, 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if progress is not None and ((step + 1) % 50 == 0 or step + 1 == cfg["steps"]):
-            progress(step + 1, cfg["steps"])
+        if progress is not None and ((step + 1) % 50 == 0 or step + 1 == cfg.steps):
+            progress(step + 1, cfg.steps)
     return net.eval()
 
 
@@ -249,15 +249,16 @@ def balanced(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator):
     return real[rng.permutation(len(real))[:n]], synthetic[rng.permutation(len(synthetic))[:n]]
 
 
-def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel", cfg: dict | None = None,
-         seed: int = 0, device: torch.device = torch.device("cpu"), progress=None) -> dict:
+def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel",
+         cfg: GapConfig | None = None, seed: int = 0, device: torch.device = torch.device("cpu"),
+         progress=None) -> dict:
     """Classifier two-sample test on balanced sets; train on half of each, test on the rest."""
-    cfg = {**DEFAULTS, **(cfg or {})}
+    cfg = cfg or GapConfig()
     rng = np.random.default_rng(seed)
     real, synthetic = balanced(real, synthetic, rng)
     n = len(real)
     (ra, rb), (sa, sb) = halves(n, rng), halves(n, rng)
-    x = to_input(np.concatenate([real, synthetic]), kind, cfg["max_side"])
+    x = to_input(np.concatenate([real, synthetic]), kind, cfg.max_side)
     y = torch.cat([torch.zeros(n), torch.ones(n)])
     train_idx, test_idx = np.concatenate([ra, n + sa]), np.concatenate([rb, n + sb])
     _, (s,), _ = fit_scores(x[train_idx], y[train_idx], [x[test_idx]], cfg, seed, device, progress)
@@ -266,17 +267,18 @@ def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel", cfg: dict
 
 
 def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarray,
-              cfg: dict | None = None, seed: int = 0, device: torch.device = torch.device("cpu"),
-              progress=None, with_scores: bool = False) -> dict:
+              cfg: GapConfig | None = None, seed: int = 0,
+              device: torch.device = torch.device("cpu"), progress=None,
+              with_scores: bool = False) -> dict:
     """One-class Deep SVDD trained on real images only; AUC of distance, real_test vs synthetic
     (and, `with_scores`, the distances of each side as "scores")."""
-    cfg = {**DEFAULTS, **(cfg or {})}
+    cfg = cfg or GapConfig()
     rng = np.random.default_rng(seed)
     real_test, synthetic = balanced(real_test, synthetic, rng)
-    x_train = to_input(real_train, "pixel", cfg["max_side"])
-    x_test = to_input(np.concatenate([real_test, synthetic]), "pixel", cfg["max_side"])
+    x_train = to_input(real_train, "pixel", cfg.max_side)
+    x_test = to_input(np.concatenate([real_test, synthetic]), "pixel", cfg.max_side)
     torch.manual_seed(seed)
-    net = make_detector(x_train.shape[1], cfg["width"], bias=False).to(device)
+    net = make_detector(x_train.shape[1], cfg.width, bias=False).to(device)
     net.train()  # batch statistics, as in training, for the initial centre
     with torch.no_grad():
         c = torch.cat([net(x_train[i:i + 1000].to(device)) for i in range(0, len(x_train), 1000)]).mean(0)

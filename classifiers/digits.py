@@ -8,12 +8,13 @@ same light augmentation (a random shift, rotation and scale). Data live on the d
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 
 @dataclass
 class ClassifierConfig:
@@ -29,22 +30,6 @@ class ClassifierConfig:
     group: int = 1              # cells of one budget trained at once as one grouped model (the
                                 # runner's unit of work; 1: one by one). Faster on a GPU and on a
                                 # CPU; a cell's result differs from alone by float noise only
-
-
-DEFAULTS = asdict(ClassifierConfig())
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """The torch device for "auto", "cpu" or "cuda"; on CUDA with cuDNN's autotuner on (every
-    training loop here keeps its shapes fixed) unless deterministic algorithms are asked for."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; "
-                           "use --device auto or cpu")
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
-    return torch.device(device)
 
 
 def make_cnn(width: int = 16, classes: int = 10, channels: int = 1) -> nn.Sequential:
@@ -149,13 +134,13 @@ def dropout_mask(shape: tuple, p: float, gen: torch.Generator, device) -> torch.
     return (torch.rand(shape, generator=gen, device=device) >= p).float().div_(1 - p)
 
 
-def train_classifier(sources: list[tuple[np.ndarray, np.ndarray, float]], cfg: dict, seed: int,
-                     device: torch.device, progress=None) -> nn.Module:
+def train_classifier(sources: list[tuple[np.ndarray, np.ndarray, float]], cfg: ClassifierConfig,
+                     seed: int, device: torch.device, progress=None) -> nn.Module:
     """Train a fresh CNN on `sources` = [(images uint8 [N,C,H,W], labels, batch fraction), ...]."""
     return train_classifiers([(sources, seed)], cfg, device, progress)[0]
 
 
-def train_classifiers(cells: list[tuple[list, int]], cfg: dict, device: torch.device,
+def train_classifiers(cells: list[tuple[list, int]], cfg: ClassifierConfig, device: torch.device,
                       progress=None) -> list[nn.Module]:
     """Train one fresh CNN per cell (sources, seed), all cells at once as one `CellGroup`.
 
@@ -165,7 +150,6 @@ def train_classifiers(cells: list[tuple[list, int]], cfg: dict, device: torch.de
     own optimiser state. The loss is the sum of the cells' losses, so each cell's gradient is its
     own. A cell's result does not depend on its group beyond floating-point noise.
     """
-    cfg = {**DEFAULTS, **cfg}
     channels = cells[0][0][0][0].shape[1]
     if any(x.shape[1] != channels for sources, _ in cells for x, _, _ in sources):
         raise ValueError("the cells of a group must share their images' channel count")
@@ -180,16 +164,16 @@ def train_classifiers(cells: list[tuple[list, int]], cfg: dict, device: torch.de
     inits, gens, data, counts = [], [], [], []
     for sources, seed in cells:
         torch.manual_seed(seed)
-        inits.append(make_cnn(cfg["width"], channels=channels))
+        inits.append(make_cnn(cfg.width, channels=channels))
         gens.append(torch.Generator(device=device).manual_seed(seed))
         data.append([(put(x), put(y)) for x, y, _ in sources])
-        counts.append(batch_counts(cfg["batch_size"], [f for _, _, f in sources]))
+        counts.append(batch_counts(cfg.batch_size, [f for _, _, f in sources]))
     model = CellGroup(inits).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["steps"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    b, features = cfg["batch_size"], (model.w1.shape[2], model.w1.shape[1])
-    for step in range(cfg["steps"]):
+    b, features = cfg.batch_size, (model.w1.shape[2], model.w1.shape[1])
+    for step in range(cfg.steps):
         xs, ys, masks = [], [], ([], [])
         for gen, sources, ks in zip(gens, data, counts):
             picked = []
@@ -197,8 +181,8 @@ def train_classifiers(cells: list[tuple[list, int]], cfg: dict, device: torch.de
                 if k:
                     idx = torch.randint(len(x), (k,), generator=gen, device=device)
                     picked.append((x[idx], y[idx]))
-            xs.append(augment(to_float(torch.cat([p[0] for p in picked])), gen, cfg["shift"],
-                              cfg["rotate"], cfg["scale"]))
+            xs.append(augment(to_float(torch.cat([p[0] for p in picked])), gen, cfg.shift,
+                              cfg.rotate, cfg.scale))
             ys.append(torch.cat([p[1] for p in picked]))
             for mask, (p, n) in zip(masks, ((0.25, features[0]), (0.5, features[1]))):
                 mask.append(dropout_mask((b, n), p, gen, device))
@@ -211,9 +195,9 @@ def train_classifiers(cells: list[tuple[list, int]], cfg: dict, device: torch.de
         loss.backward()
         opt.step()
         sched.step()
-        if progress is not None and ((step + 1) % 25 == 0 or step + 1 == cfg["steps"]):
-            progress(step + 1, cfg["steps"])
-    return model.split(cfg["width"], channels)
+        if progress is not None and ((step + 1) % 25 == 0 or step + 1 == cfg.steps):
+            progress(step + 1, cfg.steps)
+    return model.split(cfg.width, channels)
 
 
 @torch.no_grad()

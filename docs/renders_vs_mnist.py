@@ -12,7 +12,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synthgap.config import load  # noqa: E402
+from synthgap.study.config import load  # noqa: E402
 from synthgap.data.mnist import load_mnist  # noqa: E402
 from renderers.composite import composite  # noqa: E402
 from renderers.fontfiles import discover  # noqa: E402
@@ -25,15 +25,12 @@ def grid(images: np.ndarray) -> np.ndarray:
 
 def main():
     cfg = load("mnist-sweep")[1]  # the study's knobs, every default filled in
-    knobs = {k: v for k, v in cfg["fonts"].items() if k not in ("folders", "exclude", "seed")}
-    fonts = [c.path for c in discover(cfg["fonts"]["folders"], exclude=cfg["fonts"]["exclude"]) if c.ok]
-    renders, labels = render_digits(fonts, 1000, seed=0, cfg=knobs)
+    fonts = [c.path for c in discover(cfg.fonts.folders, exclude=cfg.fonts.exclude) if c.ok]
+    renders, labels = render_digits(fonts, 1000, seed=0, cfg=cfg.fonts)
     order = np.argsort(labels[:100], kind="stable")
     mnist = load_mnist()["test_images"][:100]
     mnist = mnist[np.argsort(load_mnist()["test_labels"][:100], kind="stable")]
-    comp_knobs = {k: v for k, v in cfg["composites"].items()
-                  if k not in ("modes", "train_mode", "count", "seed")}
-    comp, comp_labels = composite(renders, labels, 100, "gaussian", seed=0, cfg=comp_knobs)
+    comp, comp_labels = composite(renders, labels, 100, "gaussian", seed=0, cfg=cfg.composites)
     comp = comp[np.argsort(comp_labels, kind="stable")]
     gap = np.full((280, 8), 128, np.uint8)
     panel = np.concatenate([grid(mnist), gap, grid(renders[:100][order, 0]), gap,

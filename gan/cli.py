@@ -3,32 +3,31 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from gan.config import RefinerConfig, check, check_inputs
 from renderers.cli import save_with_grid
 from synthgap.data.imageset import load_images
-from synthgap.errors import fail
+from synthgap.devices import resolve_device
+from synthgap.errors import UserError, fail
+from synthgap.settings import apply_sets
 
-SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see RefinerConfig in gan/train.py)."
+SET_HELP = "Refiner knob, e.g. --set steps=500 --set lambda_sem=0 (see RefinerConfig in gan/config.py)."
 
 
-def parse_knobs(sets: list[str]) -> dict:
-    """The refiner's DEFAULTS with `--set KEY=VALUE` applied, checked as `pipeline run --set` is:
-    each key and type, then each value's range."""
-    from gan.train import DEFAULTS, RefinerConfig
-    from synthgap.config import apply_sets
-    from synthgap.errors import UserError
-    from synthgap.graph import check_refiner
-
+def parse_knobs(sets: list[str]) -> RefinerConfig:
+    """RefinerConfig with `--set KEY=VALUE` applied, checked as `pipeline run --set` is: each key
+    and type, then each value's range."""
     try:
-        cfg = apply_sets(dict(DEFAULTS), RefinerConfig, sets)
-        check_refiner(cfg, "refiner")
+        cfg = RefinerConfig(**apply_sets(asdict(RefinerConfig()), RefinerConfig, sets))
+        check(cfg)
         return cfg
     except UserError as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 def train_refiner_cmd(
@@ -42,8 +41,7 @@ def train_refiner_cmd(
     """Train the CycleGAN-style refiner G: synthetic -> real (and F: real -> synthetic)."""
     from rich.progress import Progress
 
-    from classifiers.digits import DEFAULTS as CLF, resolve_device, train_classifier
-    from gan.train import train_refiner
+    from gan.train import semantic_classifier, train_refiner
     from gan.weights import save_refiner
 
     if out.suffix != ".safetensors":
@@ -55,12 +53,7 @@ def train_refiner_cmd(
         if real_images.shape[1:] != syn_images.shape[1:]:
             raise ValueError(f"--real images are {real_images.shape[1:]} but --synthetic are "
                              f"{syn_images.shape[1:]}; give both one size and channel count")
-        if cfg["conditional"] and (labels is None or real_labels is None):
-            raise ValueError("the conditional discriminator needs labels on both sides: give "
-                             "labelled ImageSets (.npz) or --set conditional=false")
-        if cfg["feature_head"] and labels is None:  # lambda_sem > 0: checked with the knobs
-            raise ValueError("feature_head needs the classifier of the renders: give a labelled "
-                             "--synthetic ImageSet (.npz), or --set feature_head=false")
+        check_inputs(cfg, labels, real_labels, cfg.semantic(labels))
         dev = resolve_device(device)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -70,12 +63,11 @@ def train_refiner_cmd(
         writer = SummaryWriter(str(logdir))
     with Progress() as bar:
         classifier = None
-        if labels is not None and cfg["lambda_sem"] > 0:
-            task = bar.add_task("semantic classifier", total=cfg["sem_steps"])
-            classifier = train_classifier([(syn_images, labels, 1.0)],
-                                          {**CLF, "steps": cfg["sem_steps"]}, seed, dev,
-                                          lambda i, n: bar.update(task, completed=i))
-        task = bar.add_task("refiner", total=cfg["steps"])
+        if cfg.semantic(labels):
+            task = bar.add_task("semantic classifier", total=cfg.sem_steps)
+            classifier = semantic_classifier(syn_images, labels, cfg, seed, dev,
+                                             lambda i, n: bar.update(task, completed=i))
+        task = bar.add_task("refiner", total=cfg.steps)
         nets, history = train_refiner(real_images, syn_images, labels, cfg, seed, dev,
                                       lambda i, n: bar.update(task, completed=i), writer, classifier,
                                       real_labels)
@@ -98,16 +90,16 @@ def refine_cmd(weights: Path = typer.Option(..., "--weights", help="A refiner .s
     --variants: every image's first variant, then every image's second, ...)."""
     import numpy as np
 
-    from classifiers.digits import resolve_device
     from gan.refine import refine
     from gan.weights import load_generator
 
     try:
+        dev = resolve_device(device)
         G = load_generator(weights)
         x, labels = load_images(images, "auto")
         if x.shape[1] != G.channels:
             raise ValueError(f"{images} has {x.shape[1]} channel(s) but the refiner expects {G.channels}")
-        refined = refine(G, x, resolve_device(device), variants=variants, seed=seed)
+        refined = refine(G, x, dev, variants=variants, seed=seed)
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(str(exc))
     labels = np.tile(labels if labels is not None else np.full(len(x), -1, np.int64), variants)

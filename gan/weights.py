@@ -7,17 +7,17 @@ import json
 
 from torch import nn
 
+from gan.config import ARCH, RefinerConfig
 from gan.networks import Refiner, generator
-from gan.train import ARCH, DEFAULTS
 
 
-def save_refiner(nets: dict[str, nn.Module], path, cfg: dict, channels: int) -> None:
+def save_refiner(nets: dict[str, nn.Module], path, cfg: RefinerConfig, channels: int) -> None:
     """All its networks in one safetensors file; the architecture knobs in its metadata."""
     from safetensors.torch import save_file
 
     tensors = {f"{name}.{k}": v.detach().float().cpu().contiguous()
                for name, net in nets.items() for k, v in net.state_dict().items()}
-    arch = {k: {**DEFAULTS, **cfg}[k] for k in ARCH}
+    arch = {k: getattr(cfg, k) for k in ARCH}
     save_file(tensors, str(path), metadata={"arch": json.dumps({**arch, "channels": channels})})
 
 

@@ -90,7 +90,7 @@ def composites_cmd(foreground: Path = typer.Option(..., "--foreground", help="Im
         fg, labels = load_images(foreground, "RGBA")
         bg = load_images(backgrounds, "RGB")[0] if backgrounds is not None else None
         labels = labels if labels is not None else np.full(len(fg), -1, np.int64)
-        images, out_labels = composite(fg, labels, count, mode, seed, {"halo": halo},
+        images, out_labels = composite(fg, labels, count, mode, seed, CompositesConfig(halo=halo),
                                        backgrounds=bg, rgba=rgba)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -17,7 +17,7 @@ over the channels). Labels come from the foreground.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -49,10 +49,6 @@ class CompositesConfig:
     poisson_iters: int = 300
 
 
-DEFAULTS = {k: v for k, v in asdict(CompositesConfig()).items()
-            if k not in ("modes", "train_mode", "count", "seed")}
-
-
 def cutouts_from_images(images: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(foreground float [N,C,H,W], mask [N,1,H,W]) from uint8 images masked by intensity."""
     x = torch.as_tensor(images).float() / 255
@@ -74,17 +70,17 @@ def plain_canvas(n: int, channels: int, size: tuple[int, int], gen: torch.Genera
 
 
 def place(fg: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], gen: torch.Generator,
-          cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+          cfg: CompositesConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp cut-outs onto a canvas of `size`: random scale, rotation and shift."""
     n = len(fg)
 
     def uniform(a, b):
         return a + torch.rand(n, generator=gen) * (b - a)
 
-    s = uniform(cfg["scale_min"], cfg["scale_max"]) * max(fg.shape[-2:]) / max(size)
-    a = uniform(-math.radians(cfg["rotate"]), math.radians(cfg["rotate"]))
+    s = uniform(cfg.scale_min, cfg.scale_max) * max(fg.shape[-2:]) / max(size)
+    a = uniform(-math.radians(cfg.rotate), math.radians(cfg.rotate))
     h, w = size
-    tx, ty = uniform(-1, 1) * 2 * cfg["shift"] / w, uniform(-1, 1) * 2 * cfg["shift"] / h
+    tx, ty = uniform(-1, 1) * 2 * cfg.shift / w, uniform(-1, 1) * 2 * cfg.shift / h
     cos, sin = torch.cos(a) / s, torch.sin(a) / s
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
@@ -134,26 +130,27 @@ def poisson_blend(fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tensor,
     return (x * omega + bg * (1 - omega)).clamp(0, 1)
 
 
-def blend(fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tensor, mode: str, cfg: dict):
+def blend(fg: torch.Tensor, bg: torch.Tensor, mask: torch.Tensor, mode: str,
+          cfg: CompositesConfig):
     if mode == "hard":
         return fg * mask + bg * (1 - mask)
     if mode == "gaussian":
-        soft = blur(mask, torch.full((len(mask),), float(cfg["feather"]))) if cfg["feather"] > 0 else mask
+        soft = blur(mask, torch.full((len(mask),), float(cfg.feather))) if cfg.feather > 0 else mask
         return fg * soft + bg * (1 - soft)
     if mode == "poisson":
-        return poisson_blend(fg, bg, mask, int(cfg["poisson_iters"]))
+        return poisson_blend(fg, bg, mask, int(cfg.poisson_iters))
     raise ValueError(f"unknown blending mode {mode!r}; known: {', '.join(MODES)}")
 
 
 def composite(fg_images: np.ndarray, fg_labels: np.ndarray, n: int, mode: str, seed: int,
-              cfg: dict | None = None, backgrounds: np.ndarray | None = None,
+              cfg: CompositesConfig | None = None, backgrounds: np.ndarray | None = None,
               rgba: bool = False, size: tuple[int, int] | None = None, chunk: int = 2048):
     """`n` composites of random cut-outs of `fg_images` on backgrounds: (uint8 [n,C,H,W], labels).
 
     `backgrounds` (uint8 [M,C,H,W]) are drawn at random; without them a plain canvas of `size`
     (default: the foreground's size) is used. `rgba`: the foreground's last channel is its mask.
     """
-    cfg = {**DEFAULTS, **(cfg or {})}
+    cfg = cfg or CompositesConfig()
     if mode not in MODES:
         raise ValueError(f"unknown blending mode {mode!r}; known: {', '.join(MODES)}")
     if len(fg_images) == 0:
@@ -172,14 +169,14 @@ def composite(fg_images: np.ndarray, fg_labels: np.ndarray, n: int, mode: str, s
     for i in range(0, n, chunk):
         idx = pick[i:i + chunk]
         fg, mask = (cutouts_from_rgba(fg_images[idx]) if rgba
-                    else cutouts_from_images(fg_images[idx], cfg["threshold"]))
+                    else cutouts_from_images(fg_images[idx], cfg.threshold))
         fg, mask = place(fg, mask, size, gen, cfg)
-        fg, mask = add_halo(fg, mask, int(cfg["halo"]), float(cfg["halo_value"]))
+        fg, mask = add_halo(fg, mask, int(cfg.halo), float(cfg.halo_value))
         if backgrounds is not None:
             bg = torch.as_tensor(backgrounds[bg_pick[i:i + chunk]]).float() / 255
         else:
-            bg = plain_canvas(len(idx), channels, size, gen, cfg["canvas_min"], cfg["canvas_max"],
-                              cfg["canvas_noise"])
+            bg = plain_canvas(len(idx), channels, size, gen, cfg.canvas_min, cfg.canvas_max,
+                              cfg.canvas_noise)
         fg = fg.expand(-1, channels, -1, -1) if fg.shape[1] == 1 else fg
         bg = bg.expand(-1, channels, -1, -1) if bg.shape[1] == 1 else bg
         out.append((blend(fg, bg, mask, mode, cfg) * 255).round().clamp(0, 255).to(torch.uint8))

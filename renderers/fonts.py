@@ -17,7 +17,7 @@ hands write and others not: they take a share of `hand` (HAND_SHARE).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFont
@@ -134,9 +134,7 @@ class FontsConfig:
     #                            blur and noise follow as set
 
 
-RENDER_DEFAULTS = {**{k: v for k, v in asdict(FontsConfig()).items()
-                      if k not in ("folders", "exclude", "seed")},
-                   "chunk": 2000}
+CHUNK = 2000  # renders a process renders at once (each chunk draws from its own seed)
 
 _glyphs: dict = {}
 
@@ -208,21 +206,21 @@ def pen_glyph(path: str, digit: int, target: float, box: float, prune_length: in
     return _pens[key, radius]
 
 
-def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> np.ndarray:
+def render_chunk(fonts: list[str], labels: np.ndarray, cfg: FontsConfig, seed: int) -> np.ndarray:
     """Render `labels` (digits) with random fonts and geometric augmentation: uint8 [n, 28, 28]."""
     rng = np.random.default_rng(seed)
     n = len(labels)
     font_idx = rng.integers(len(fonts), size=n)
-    widths = rng.uniform(cfg["width_min"], cfg["width_max"], size=n)
-    shears = rng.uniform(-cfg["shear"], cfg["shear"], size=n)
-    angles = rng.uniform(-cfg["rotate"], cfg["rotate"], size=n)
-    boxes = rng.uniform(cfg["box_min"], cfg["box_max"], size=n)
-    aspects = np.exp(cfg["widen"] + rng.uniform(-cfg["aspect"], cfg["aspect"], size=n))
-    pens = rng.random(n) < cfg["pen"]
-    hands = hand_drawn(labels, rng.random(n), cfg["hand"])
+    widths = rng.uniform(cfg.width_min, cfg.width_max, size=n)
+    shears = rng.uniform(-cfg.shear, cfg.shear, size=n)
+    angles = rng.uniform(-cfg.rotate, cfg.rotate, size=n)
+    boxes = rng.uniform(cfg.box_min, cfg.box_max, size=n)
+    aspects = np.exp(cfg.widen + rng.uniform(-cfg.aspect, cfg.aspect, size=n))
+    pens = rng.random(n) < cfg.pen
+    hands = hand_drawn(labels, rng.random(n), cfg.hand)
     pens |= hands
-    prune_length = int(cfg["prune"])
-    area = cfg["edges"] == "area"
+    prune_length = int(cfg.prune)
+    area = cfg.edges == "area"
     up = AREA_UP if area else FIT_UP
     big = np.empty((n, 28 * up, 28 * up), bool if area else np.uint8)
     for i in range(n):
@@ -250,7 +248,7 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: dict, seed: int) -> 
     out = np.empty((n, 28 * up, 28 * up) if area else (n, 28, 28), big.dtype)
     for i in range(0, n, 250):
         x = torch.from_numpy(big[i:i + 250, None]).float() * (255 if area else 1)
-        x = elastic(x, gen, cfg["elastic_alpha"], cfg["elastic_sigma"], up)
+        x = elastic(x, gen, cfg.elastic_alpha, cfg.elastic_sigma, up)
         for j, image in enumerate(x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()):
             image = Image.fromarray(image)
             out[i + j] = (normalise_bilevel(image, boxes[i + j], up) if area
@@ -265,21 +263,21 @@ def _render_job(args):
     return render_chunk(*args)
 
 
-def render_digits(fonts: list[str], n: int, seed: int, cfg: dict | None = None,
-                  workers: int = 1, progress=None):
-    """`n` class-balanced digit renders, deterministic for a seed whatever the worker count.
+def render_digits(fonts: list[str], n: int, seed: int, cfg: FontsConfig | None = None,
+                  workers: int = 1, progress=None, chunk: int = CHUNK):
+    """`n` class-balanced digit renders with `cfg`'s rendering knobs (its font folders, exclusions
+    and seed are the caller's to use), deterministic for a seed whatever the worker count.
 
     Returns (images uint8 [n, 1, 28, 28], labels int64 [n]). Chunks of `chunk` images are rendered,
     distorted and fitted in parallel processes; blur and noise follow in torch.
     """
     from renderers.augment import augment_batch
 
-    cfg = {**RENDER_DEFAULTS, **(cfg or {})}
+    cfg = cfg or FontsConfig()
     if not fonts:
         raise ValueError("no usable font to render with; `pipeline render fonts --list` says why")
     seq = np.random.SeedSequence(seed)
     labels = np.random.default_rng(seq.spawn(1)[0]).permutation(np.arange(n) % 10)
-    chunk = int(cfg["chunk"])
     jobs = [(list(fonts), labels[i:i + chunk], cfg, int(s.generate_state(1)[0]))
             for i, s in zip(range(0, n, chunk), seq.spawn(max(1, math.ceil(n / chunk)) + 1)[1:])]
     parts = []
@@ -294,5 +292,5 @@ def render_digits(fonts: list[str], n: int, seed: int, cfg: dict | None = None,
             parts.append(render_chunk(*job))
             progress and progress(sum(map(len, parts)), n)
     images = np.concatenate(parts)[:, None] if parts else np.zeros((0, 1, 28, 28), np.uint8)
-    images = augment_batch(images, seed, 0.0, cfg["elastic_sigma"], cfg["blur"], cfg["noise"])
+    images = augment_batch(images, seed, 0.0, cfg.elastic_sigma, cfg.blur, cfg.noise)
     return images, labels.astype(np.int64)

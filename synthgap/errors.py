@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+class UserError(ValueError):
+    """Bad input from the user: printed as one line, exit status 2. A ValueError, so that code
+    calling the libraries directly may catch it as one."""
 
 
 def fail(problem) -> None:

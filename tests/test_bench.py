@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthgap.bench import PngImages, UnalignedPngs, figure, markdown, run_bench, write_pngs
+from synthgap.study.bench import PngImages, UnalignedPngs, figure, markdown, run_bench, write_pngs
 
 TINY = {"digits": 40, "images": 64, "classifier_steps": 2, "group": 3, "refiner_steps": 2,
         "gap_steps": 2}

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.digits import CellGroup, error_rate, make_cnn, train_classifier, train_classifiers
+from classifiers.digits import (CellGroup, ClassifierConfig, error_rate, make_cnn, train_classifier,
+                                train_classifiers)
 
 CPU = torch.device("cpu")
 
@@ -47,7 +48,7 @@ def test_a_cell_trained_in_a_group_agrees_with_the_cell_trained_alone(digits):
     cells = [([(images, labels, 1.0)], 0),
              ([(*few, 0.5), (images[600:], labels[600:], 0.5)], 1),
              ([(*few, 1.0)], 2)]
-    cfg = {"steps": 60, "batch_size": 32, "width": 4}
+    cfg = ClassifierConfig(steps=60, batch_size=32, width=4)
     together = train_classifiers(cells, cfg, CPU)
     errors = []
     for (sources, seed), grouped in zip(cells, together):
@@ -66,4 +67,4 @@ def test_cells_of_a_group_must_share_their_channels(digits):
     rgb = np.repeat(images[:60], 3, axis=1)
     with pytest.raises(ValueError, match="channel"):
         train_classifiers([([(images, labels, 1.0)], 0), ([(rgb, labels[:60], 1.0)], 1)],
-                          {"steps": 1, "width": 4}, CPU)
+                          ClassifierConfig(steps=1, width=4), CPU)

@@ -9,19 +9,20 @@ from conftest import pipeline
 
 
 def test_threads_and_device_are_part_of_every_key():
-    from pipeline import load_config, run_env
-    from synthgap.dag import compute_keys
-    from synthgap.graph import build_graph
-    cfg = load_config("smoke", [])[1]
+    from synthgap.runner.dag import compute_keys
+    from synthgap.runner.run import run_env
+    from synthgap.study.config import load
+    from synthgap.study.graph import build_graph
+    cfg = load("smoke", [])[1]
     stages = build_graph("smoke", cfg)
     keys = [compute_keys(stages, env) for env in ({"threads": 1, "device": "cpu"},
                                                   {"threads": 2, "device": "cpu"},
                                                   {"threads": 1, "device": "cuda"})]
     for name in stages:
         assert len({k[name]["key"] for k in keys}) == 3
-    assert run_env(cfg, "cpu") == {"threads": 1, "device": "cpu"}
-    two = load_config("smoke", ["runner.threads=2"])[1]
-    assert run_env(two, "cuda") == {"threads": 2, "device": "cuda"}
+    assert run_env(cfg.runner.threads, "cpu") == {"threads": 1, "device": "cpu"}
+    two = load("smoke", ["runner.threads=2"])[1]
+    assert run_env(two.runner.threads, "cuda") == {"threads": 2, "device": "cuda"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -109,28 +110,30 @@ def test_help_shows_every_bracket_it_was_written_with():
 
 
 def test_oracle_takes_its_own_classifier_overrides():
-    from synthgap.graph import UserError, build_graph
-    from pipeline import load_config
+    from synthgap.errors import UserError
+    from synthgap.study.graph import build_graph
+    from synthgap.study.config import load as load_config
     _, cfg = load_config("mnist-sweep", ["oracle.steps=123"])
     stages = build_graph("mnist-sweep", cfg)
-    assert stages["oracle"].params["steps"] == 123
-    assert stages["oracle"].params["width"] == cfg["classifier"]["width"]
-    assert stages["classify/real/b55/s0"].params["steps"] == cfg["classifier"]["steps"] != 123
+    assert stages["oracle"].params["classifier"]["steps"] == 123
+    assert stages["oracle"].params["classifier"]["width"] == cfg.classifier.width
+    assert stages["classify/real/b55/s0"].params["classifier"]["steps"] == cfg.classifier.steps != 123
     with pytest.raises(UserError, match=r"unknown key 'oracle.stepz'"):
         load_config("mnist-sweep", ["oracle.stepz=1"])
 
 
 def test_each_budget_takes_its_own_synthetic_fraction():
-    from synthgap.graph import UserError, build_graph
-    from pipeline import load_config
+    from synthgap.errors import UserError
+    from synthgap.study.graph import build_graph
+    from synthgap.study.config import load as load_config
     stages = build_graph("mnist-sweep", load_config("mnist-sweep", [])[1])
     frac = {n: s.params.get("synthetic_fraction") for n, s in stages.items()}
     assert frac["classify/real+font/b55/s0"] == frac["classify/real+gan/b55/s2"] == 0.5
     assert frac["classify/real+tone/b385/s0"] == frac["classify/real+composite/b38500/s1"] == 0.2
-    assert frac["classify/real/b55/s0"] is None and frac["classify/font/b55/s0"] is None
+    assert frac["classify/real/b55/s0"] == 0.0 and frac["classify/font/b55/s0"] == 1.0
     one = build_graph("mnist-sweep", load_config("mnist-sweep", [
         "experiment.synthetic_fraction=0.35", "experiment.synthetic_fraction_at={}"])[1])
-    assert {s.params["synthetic_fraction"] for s in one.values() if "synthetic_fraction" in s.params} == {0.35}
+    assert {s.params["synthetic_fraction"] for n, s in one.items() if "/real+" in n} == {0.35}
     for sets, message in [(["experiment.synthetic_fraction_at={big = 0.5}"], "key 'big' is not a budget"),
                           (["experiment.synthetic_fraction_at={385 = 1.0}"], r"between 0 and 1.*385: 1.0")]:
         with pytest.raises(UserError, match=message):
@@ -138,23 +141,24 @@ def test_each_budget_takes_its_own_synthetic_fraction():
 
 
 def test_each_budget_may_set_its_own_refiner_knobs():
-    from synthgap.dag import compute_keys
-    from synthgap.graph import UserError, build_graph
-    from pipeline import load_config
+    from synthgap.runner.dag import compute_keys
+    from synthgap.errors import UserError
+    from synthgap.study.graph import build_graph
+    from synthgap.study.config import load as load_config
     stages = build_graph("mnist-sweep", load_config("mnist-sweep", [])[1])
-    assert stages["train_refiner/b55"].params["lambda_sem"] == 3.0
-    assert stages["train_refiner/b55"].params["lecam"] == 0.3
-    assert {stages[f"train_refiner/b{b}"].params["lecam"] for b in (385, 5500, 38500)} == {0.0}
-    assert {stages[f"train_refiner/b{b}"].params["lambda_sem"] for b in (385, 5500, 38500)} == {1.0}
+    assert stages["train_refiner/b55"].params["refiner"]["lambda_sem"] == 3.0
+    assert stages["train_refiner/b55"].params["refiner"]["lecam"] == 0.3
+    assert {stages[f"train_refiner/b{b}"].params["refiner"]["lecam"] for b in (385, 5500, 38500)} == {0.0}
+    assert {stages[f"train_refiner/b{b}"].params["refiner"]["lambda_sem"] for b in (385, 5500, 38500)} == {1.0}
     # the fewer real images the discriminators learn from, the more DiffAugment; none from 5,500 up
-    assert stages["train_refiner/b55"].params["augment"] == ["translation", "cutout"]
-    assert stages["train_refiner/b385"].params["augment"] == ["translation"]
-    assert stages["train_refiner/b5500"].params["augment"] == stages["train_refiner/b38500"].params["augment"] == []
+    assert stages["train_refiner/b55"].params["refiner"]["augment"] == ["translation", "cutout"]
+    assert stages["train_refiner/b385"].params["refiner"]["augment"] == ["translation"]
+    assert stages["train_refiner/b5500"].params["refiner"]["augment"] == stages["train_refiner/b38500"].params["refiner"]["augment"] == []
     # and with real images enough they train twice as long; the GPU study keeps its 5,000 steps
-    assert [stages[f"train_refiner/b{b}"].params["steps"] for b in (55, 385, 5500, 38500)] == [1000, 1000, 2000, 2000]
+    assert [stages[f"train_refiner/b{b}"].params["refiner"]["steps"] for b in (55, 385, 5500, 38500)] == [1000, 1000, 2000, 2000]
     gpu = build_graph("mnist-sweep-gpu", load_config("mnist-sweep-gpu", [])[1])
-    assert {s.params["steps"] for n, s in gpu.items() if n.startswith("train_refiner/")} == {5000}
-    assert gpu["train_refiner/b5500/s0"].params["augment"] == []
+    assert {s.params["refiner"]["steps"] for n, s in gpu.items() if n.startswith("train_refiner/")} == {5000}
+    assert gpu["train_refiner/b5500/s0"].params["refiner"]["augment"] == []
     # the tone stage and the matching take the budget's own knobs too; other budgets' keys stay
     moved = build_graph("mnist-sweep", load_config("mnist-sweep", [
         "experiment.refiner_at={55 = {lambda_sem = 3.0, lecam = 0.3}, "
@@ -177,9 +181,9 @@ def test_each_budget_may_set_its_own_refiner_knobs():
 
 
 def test_drawing_variants_does_not_retrain_the_refiner():
-    from synthgap.dag import compute_keys
-    from synthgap.graph import build_graph
-    from pipeline import load_config
+    from synthgap.runner.dag import compute_keys
+    from synthgap.study.graph import build_graph
+    from synthgap.study.config import load as load_config
     one, three = (compute_keys(build_graph("mnist-sweep", load_config(
         "mnist-sweep", ["refiner.warp=true", f"refiner.variants={k}"])[1])) for k in (1, 3))
     changed = {n for n in one if one[n]["key"] != three[n]["key"]}
@@ -188,9 +192,10 @@ def test_drawing_variants_does_not_retrain_the_refiner():
 
 
 def test_cells_in_groups_share_one_unit_of_work_and_leave_the_oracle_alone():
-    from synthgap.dag import compute_keys
-    from synthgap.graph import UserError, build_graph
-    from pipeline import load_config
+    from synthgap.runner.dag import compute_keys
+    from synthgap.errors import UserError
+    from synthgap.study.graph import build_graph
+    from synthgap.study.config import load as load_config
     plain = build_graph("mnist-sweep", load_config("mnist-sweep", [])[1])
     stages = build_graph("mnist-sweep", load_config("mnist-sweep", ["classifier.group=16"])[1])
     cell = stages["classify/real/b55/s0"]
@@ -205,3 +210,25 @@ def test_cells_in_groups_share_one_unit_of_work_and_leave_the_oracle_alone():
     assert keys["classify/real/b55/s0"] != plain_keys["classify/real/b55/s0"]
     with pytest.raises(UserError, match="classifier.group must be at least 1"):
         build_graph("mnist-sweep", load_config("mnist-sweep", ["classifier.group=0"])[1])
+
+
+def test_the_device_is_chosen_in_one_place_with_one_error():
+    import torch
+
+    from synthgap.devices import NO_CUDA, resolve_device
+    from synthgap.errors import UserError
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="--device 'tpu': use auto, cpu or cuda"):
+        resolve_device("tpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cuda")
+        return
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(UserError) as err:
+        resolve_device("cuda")
+    assert str(err.value) == NO_CUDA
+    for args in (["run", "smoke", "--device", "cuda"], ["bench", "--device", "cuda"],
+                 ["refine", "--weights", "w.safetensors", "--images", "i.npz", "--device", "cuda"]):
+        proc = pipeline(*args, check=False)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and NO_CUDA in lines[0], (args, proc.stderr)

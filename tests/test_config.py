@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from synthgap import config
-from synthgap.config import UserError
+from synthgap.errors import UserError
+from synthgap.study import config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,17 +26,18 @@ def run(*args, cwd=ROOT):
 def test_defaults_are_the_studys_and_every_key_is_present():
     name, cfg = config.load("mnist-sweep")
     assert name == "mnist-sweep"
-    assert cfg["refiner"]["steps"] == 1000 and cfg["refiner"]["blocks"] == 3
-    assert cfg["classifier"]["steps"] == 1000 and cfg["oracle"] == {"steps": 3000}
-    from gan.train import DEFAULTS
-    assert cfg["refiner"] == DEFAULTS  # the stand-alone refiner trains what the study trains
+    assert cfg.refiner.steps == 1000 and cfg.refiner.blocks == 3
+    assert cfg.classifier.steps == 1000 and cfg.oracle == {"steps": 3000}
+    assert cfg.oracle_classifier().steps == 3000 and cfg.oracle_classifier().width == 16
+    from gan.config import RefinerConfig
+    assert cfg.refiner == RefinerConfig()  # the stand-alone refiner trains what the study trains
 
 
 def test_base_inherits_and_the_file_overrides(tmp_path):
     _, cfg = config.load(write(tmp_path, 'base = "smoke"\n[classifier]\nsteps = 7\n'))
     _, smoke = config.load("smoke")
-    assert cfg["classifier"]["steps"] == 7 and cfg["classifier"]["width"] == 8  # smoke's
-    assert cfg["experiment"] == smoke["experiment"] and cfg["refiner"] == smoke["refiner"]
+    assert cfg.classifier.steps == 7 and cfg.classifier.width == 8  # smoke's
+    assert cfg.experiment == smoke.experiment and cfg.refiner == smoke.refiner
 
 
 @pytest.mark.parametrize("text, message", [
@@ -70,9 +71,9 @@ def test_a_cycle_of_bases_is_refused(tmp_path):
 def test_set_is_typed_by_the_dataclass():
     _, cfg = config.load("smoke", ["fonts.folders=/usr/share/fonts", "refiner.lr=1",
                                    "refiner.head=clip", "experiment.budgets=20"])
-    assert cfg["fonts"]["folders"] == ["/usr/share/fonts"]  # a one-element list, not a string
-    assert cfg["refiner"]["lr"] == 1.0 and isinstance(cfg["refiner"]["lr"], float)
-    assert cfg["refiner"]["head"] == "clip" and cfg["experiment"]["budgets"] == [20]
+    assert cfg.fonts.folders == ["/usr/share/fonts"]  # a one-element list, not a string
+    assert cfg.refiner.lr == 1.0 and isinstance(cfg.refiner.lr, float)
+    assert cfg.refiner.head == "clip" and cfg.experiment.budgets == [20]
     for bad, message in [("fonts.folders=[1]", "is not a string"),
                          ("refiner.sn=1", "is not true or false"),
                          ("experiment.budgets=[1.5]", "is not an integer"),
@@ -87,4 +88,4 @@ def test_show_config_prints_the_resolved_toml():
     proc = run("show-config", "smoke", "--set", "refiner.steps=5")
     assert proc.returncode == 0, proc.stderr
     shown = tomllib.loads(proc.stdout)
-    assert shown == config.load("smoke", ["refiner.steps=5"])[1]
+    assert shown == config.as_tables(config.load("smoke", ["refiner.steps=5"])[1])

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = ("import json; from synthgap import config, dag; from synthgap.graph import build_graph; "
-        "n, c = config.load('smoke'); "
+KEYS = ("import json; from synthgap.runner import dag; from synthgap.study import config; "
+        "from synthgap.study.graph import build_graph; n, c = config.load('smoke'); "
         "print(json.dumps({k: v['key'] for k, v in dag.compute_keys(build_graph(n, c)).items()}))")
 
 

@@ -6,6 +6,7 @@ not the same bits, so the tolerances are those of two seeds."""
 import csv
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,12 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
 def test_refiner_trains_on_cuda_like_on_cpu():
+    from gan.config import RefinerConfig
     from gan.refine import refine
     from gan.train import train_refiner
     real, syn, labels = bars(64, 0, 2), bars(64, 1, 6), np.arange(64) % 10
-    cfg = {"steps": 60, "batch_size": 16, "width": 8, "blocks": 1, "d_width": 16, "log_every": 20,
-           "holdout": 8}
+    cfg = RefinerConfig(steps=60, batch_size=16, width=8, blocks=1, d_width=16, log_every=20,
+                        holdout=8)
     out = {}
     for device in (CPU, CUDA):
         nets, history = train_refiner(real, syn, labels, cfg, 0, device, real_labels=labels)
@@ -38,31 +40,31 @@ def test_refiner_trains_on_cuda_like_on_cpu():
 
 
 def test_classifier_cell_on_cuda_matches_cpu():
-    from classifiers.digits import error_rate, train_classifier
+    from classifiers.digits import ClassifierConfig, error_rate, train_classifier
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 400)
     images = bars(400, 2, 3)
     images[labels == 1] = bars(int((labels == 1).sum()), 3, 8)
-    cfg = {"steps": 60, "batch_size": 32, "width": 4}
+    cfg = ClassifierConfig(steps=60, batch_size=32, width=4)
     errors = {d.type: error_rate(train_classifier([(images, labels, 1.0)], cfg, 0, d), images,
                                  labels, d) for d in (CPU, CUDA)}
     assert errors["cuda"] <= errors["cpu"] + 0.05, errors
 
 
 def test_gap_detector_on_cuda_matches_cpu():
-    from classifiers.detector import c2st
+    from classifiers.detector import GapConfig, c2st
     a, b = bars(300, 4, 2), bars(300, 5, 7)
-    cfg = {"steps": 60, "batch_size": 32, "width": 4}
+    cfg = GapConfig(steps=60, batch_size=32, width=4)
     aucs = {d.type: c2st(a, b, "pixel", cfg, 0, d)["auc"] for d in (CPU, CUDA)}
     assert aucs["cuda"] > 0.9 and abs(aucs["cuda"] - aucs["cpu"]) < 0.1, aucs
 
 
 def test_a_group_of_cells_on_cuda_agrees_with_its_cells_alone():
-    from classifiers.digits import error_rate, train_classifier, train_classifiers
+    from classifiers.digits import ClassifierConfig, error_rate, train_classifier, train_classifiers
     images, labels = bars(400, 2, 3), np.arange(400) % 2
     images[labels == 1] = bars(200, 3, 8)
     cells = [([(images, labels, 1.0)], seed) for seed in (0, 1, 2)]
-    cfg = {"steps": 40, "batch_size": 32, "width": 4}
+    cfg = ClassifierConfig(steps=40, batch_size=32, width=4)
     for (sources, seed), grouped in zip(cells, train_classifiers(cells, cfg, CUDA)):
         alone = train_classifier(sources, cfg, seed, CUDA)
         assert abs(error_rate(grouped, images, labels, CUDA)
@@ -70,17 +72,18 @@ def test_a_group_of_cells_on_cuda_agrees_with_its_cells_alone():
 
 
 def test_gap_stage_on_cuda_matches_cpu(tmp_path):
+    from classifiers.detector import GapConfig
     from classifiers.digits import make_cnn, save_model
-    from synthgap import stages as st
-    from synthgap.dag import Context
     from synthgap.data.imageset import ImageSet, save_imageset
+    from synthgap.runner.dag import Context
+    from synthgap.study import stages as st
     for name, images in (("split", bars(400, 4, 2)), ("source", bars(400, 5, 7))):
         (tmp_path / name).mkdir()
         save_imageset(ImageSet(images, np.arange(400) % 10, {}), tmp_path / name / "holdout.npz")
     (tmp_path / "oracle").mkdir()
     save_model(make_cnn(4), tmp_path / "oracle" / "model.safetensors")
-    params = {"samples": 400, "steps": 60, "batch_size": 32, "width": 4, "seed": 0,
-              "file": "holdout.npz", "oracle_width": 4}
+    gap = GapConfig(samples=400, steps=60, batch_size=32, width=4, seed=0)
+    params = {"gap": asdict(gap), "file": "holdout.npz", "oracle_width": 4}
     inputs = {k: str(tmp_path / k) for k in ("split", "source", "oracle")}
     out = {}
     for device in ("cpu", "cuda"):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from synthgap import codehash, dag, execute
-from synthgap.workspace import Workspace
+from synthgap.runner import codehash, dag
+from synthgap.runner.run import Execution, run
+from synthgap.runner.workspace import Workspace
 import toy_stages as toy
 
 
@@ -30,9 +31,9 @@ def grouped(stages, names):
     return stages
 
 
-def go(stages, ws, **kw):
-    rows = dag.plan(stages, ws, kw.pop("only", None), kw.pop("force", None))
-    execute.run(stages, ws, dag.Context(device="cpu"), rows, **kw)
+def go(stages, ws, only=None, force=None, jobs=1, executor="local"):
+    rows = dag.plan(stages, ws, only, force)
+    run(stages, ws, dag.Context(device="cpu"), rows, Execution(executor, jobs))
     return {r["name"]: r for r in rows}
 
 
@@ -68,6 +69,14 @@ def test_params_change_reruns_the_stage_and_downstream_only(ws, tmp_path):
     stages["double/1"].params["i"] = [f"classify/real/b55/s{s}" for s in range(9)]
     rows = go(stages, ws)  # a long list, as a group's members, is given by its length
     assert rows["double/1"]["reason"] == "params changed: i 10->[9 items]"
+
+
+def test_a_changed_setting_of_a_nested_table_is_named_by_its_path(ws):
+    stages = {"src": dag.Stage("src", toy.source, {"value": 1, "cfg": {"steps": 3, "lr": 0.1}})}
+    go(stages, ws)
+    stages["src"].params["cfg"]["steps"] = 5
+    (row,) = dag.plan(stages, ws)
+    assert row["run"] and row["reason"] == "params changed: cfg.steps 3->5"
 
 
 def test_upstream_change_propagates(ws):
@@ -142,11 +151,10 @@ def test_code_key_follows_the_syntax_tree_of_what_the_stage_imports(tmp_path, mo
     for name, text in files.items():
         (pkg / name).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(codehash, "PROJECT", (*codehash.PROJECT, "toypkg"))
     import toypkg.stage
 
-    def key():
-        return dag.code_hash(dag.Stage("s", toypkg.stage.step))
+    def key():  # a stage's own top-level package is the code of its key
+        return codehash.code_hash(dag.Stage("s", toypkg.stage.step))
 
     def edit(name, old, new):
         path = pkg / name
@@ -226,13 +234,14 @@ def test_workers_end_when_the_runner_is_killed(tmp_path):
         import sys
         sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
         import toy_stages as toy
-        from synthgap import dag, execute
-        from synthgap.workspace import Workspace
+        from synthgap.runner import dag
+        from synthgap.runner.run import Execution, run
+        from synthgap.runner.workspace import Workspace
         stages = {{"sleep": dag.Stage("sleep", toy.sleeper, {{"pid_file": {str(pid_file)!r},
                                                              "seconds": 120}})}}
         ws = Workspace({str(tmp_path / "ws")!r})
-        execute.run(stages, ws, dag.Context(device="cpu"), dag.plan(stages, ws, None, None),
-                    jobs=2)
+        run(stages, ws, dag.Context(device="cpu"), dag.plan(stages, ws, None, None),
+            Execution(jobs=2))
     """)
     runner = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 60
@@ -298,9 +307,38 @@ def test_a_run_environment_in_the_key_reruns_and_says_why(ws):
     one, two = {"threads": 1, "device": "cpu"}, {"threads": 2, "device": "cpu"}
     rows = {r["name"]: r for r in dag.plan(stages, ws, env=one)}
     assert all(r["run"] for r in rows.values())  # no env before: other keys
-    execute.run(stages, ws, dag.Context(device="cpu", threads=1), list(rows.values()))
+    run(stages, ws, dag.Context(device="cpu", threads=1), list(rows.values()))
     assert not any(r["run"] for r in dag.plan(stages, ws, env=one))
     again = {r["name"]: r for r in dag.plan(stages, ws, env=two)}
     assert again["src"]["run"] and "threads 1->2" in again["src"]["reason"]
     meta = ws.meta("src", rows["src"]["key"])
     assert meta["env"] == one and meta["ran"]["threads"] == 1
+
+
+def test_a_group_waits_for_the_inputs_of_every_member_even_one_by_one(ws):
+    """A group's members may need inputs that the topological order puts after the first member:
+    the unit runs once all of them are done, whatever the executor."""
+    stages = {"src0": dag.Stage("src0", toy.source, {"value": 1}),
+              "a": dag.Stage("a", toy.double, {"i": 0}, {"x": "src0"}),
+              "src1": dag.Stage("src1", toy.source, {"value": 10}),
+              "b": dag.Stage("b", toy.double, {"i": 1}, {"x": "src1"})}
+    stages["total"] = dag.Stage("total", toy.total, {}, {"a": "a", "b": "b"}, publish=True)
+    assert dag.topo_order(stages) == ["src0", "a", "src1", "b", "total"]
+    grouped(stages, ["a", "b"])
+    go(stages, ws, jobs=1)
+    assert (ws.root / "total.txt").read_text() == "22"
+
+
+def test_a_stage_that_declares_a_gpu_asks_the_cluster_for_one():
+    from synthgap.runner.build import Unit
+    from synthgap.runner.cluster import resources
+    from synthgap.runner.run import RunnerConfig
+
+    runner = RunnerConfig(ray_cpus={"fit": 2.0}, ray_gpus=0.5)
+
+    def unit(name, gpu):
+        return Unit([dag.Stage(name, toy.source, {}, gpu=gpu)], [{}], [{}], dag.Context())
+
+    assert resources(unit("fit/a", True), runner, gpus=True) == {"num_cpus": 2.0, "num_gpus": 0.5}
+    assert resources(unit("fit/a", True), runner, gpus=False) == {"num_cpus": 2.0}
+    assert resources(unit("src", False), runner, gpus=True) == {"num_cpus": 1.0}

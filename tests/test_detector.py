@@ -2,17 +2,19 @@
 
 import subprocess
 import sys
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from classifiers.detector import (auc_delong, binomial_p, c2st, deep_svdd, make_detector,
+from classifiers.detect import DetectConfig
+from classifiers.detector import (GapConfig, auc_delong, binomial_p, c2st, deep_svdd, make_detector,
                                   to_input)
 from classifiers.frechet import frechet_distance
 
-FAST = {"steps": 60, "width": 8, "batch_size": 64}
+FAST = GapConfig(steps=60, width=8, batch_size=64)
 
 
 def blobs(n, seed, square=False):
@@ -134,8 +136,7 @@ def test_detect_bad_inputs(tmp_path, problem):
 
 
 # ----------------------------------------------------------------- native resolution (detect)
-NATIVE = {**FAST, "arch": "small", "crop": 32, "crops": 2, "test_crop": "centre", "resize": False,
-          "lr": 1e-3, "max_side": 64}
+NATIVE = DetectConfig(steps=60, width=8, batch_size=64, crop=32, crops=2)
 
 
 def noise(n, seed, side=64):
@@ -159,7 +160,7 @@ def test_crops_keep_the_upsampling_trace_that_resizing_erases():
     rows, _ = run_detect(real, [fake], ["pixel", "spectrum1d"], NATIVE, 0, torch.device("cpu"))
     auc = {r["instrument"]: r["auc"] for r in rows}
     assert auc["c2st-pixel"] >= 0.95 and auc["c2st-spectrum1d"] >= 0.95, auc
-    resized, _ = run_detect(real, [fake], ["pixel", "spectrum1d"], {**NATIVE, "resize": True}, 0,
+    resized, _ = run_detect(real, [fake], ["pixel", "spectrum1d"], replace(NATIVE, resize=True), 0,
                         torch.device("cpu"))
     for r in resized:
         if r["instrument"] != "svdd":
@@ -196,14 +197,15 @@ def test_saved_detectors_score_as_trained_and_the_cli_uses_them(tmp_path):
     from classifiers.detect import detect as run_detect
 
     real, fake = noise(40, 0, 48), upsampled(noise(40, 1, 48))
-    cfg = {**NATIVE, "steps": 10}
+    cfg = replace(NATIVE, steps=10)
     rows, kept = run_detect(real, [fake], ["pixel", "spectrum1d"], cfg, 0, torch.device("cpu"))
     write_outputs(tmp_path / "out", rows, kept, cfg, ["fake"])
     assert (tmp_path / "out" / "roc.png").is_file()
     assert len((tmp_path / "out" / "scores.csv").read_text().splitlines()) > 40
     for kind in ("pixel", "spectrum1d"):
         net, mean, std, meta = kept[kind]
-        trained = score_images(net, mean, std, {**cfg, "kind": kind}, fake, torch.device("cpu"))
+        trained = score_images(net, mean, std, {**asdict(cfg), "kind": kind}, fake,
+                               torch.device("cpu"))
         loaded = load_detector(tmp_path / "out" / f"detector-{kind}.safetensors")
         again = score_images(*loaded, fake, torch.device("cpu"))
         assert np.array_equal(trained, again) and loaded[3]["kind"] == kind

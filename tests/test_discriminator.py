@@ -1,6 +1,8 @@
 """The refiner's discriminators on tiny sizes: their heads, their extra updates, LeCam, and the
 accuracy they log."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,15 +10,16 @@ import torch
 from gan.losses import lecam
 from gan.networks import discriminator, to_signed
 from gan.train import train_refiner
-from tiny import CPU, TINY, digits
+from tiny import CPU, digits, tiny
 
 
 def test_extra_discriminator_steps_move_only_the_discriminators():
     """With d_steps 2 the first generator step is the same, and the discriminators have had a
     second update on fresh images against pooled fakes."""
-    cfg = {**TINY, "steps": 1, "warp": False}
-    one, _ = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**cfg, "d_steps": 1}, 0, CPU)
-    two, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**cfg, "d_steps": 2}, 0, CPU)
+    cfg = tiny(steps=1, warp=False)
+    real, syn = digits(16, 0, 2), digits(16, 1, 5)
+    one, _ = train_refiner(real, syn, None, replace(cfg, d_steps=1), 0, CPU)
+    two, history = train_refiner(real, syn, None, replace(cfg, d_steps=2), 0, CPU)
     for name in ("G", "F"):
         assert all(torch.equal(a, b) for a, b in zip(one[name].parameters(), two[name].parameters()))
     for name in ("D_real", "D_syn"):
@@ -50,9 +53,10 @@ def test_lecam_pulls_scores_towards_the_other_side_moving_average():
 def test_lecam_changes_only_the_discriminators_first_update():
     """lecam is a discriminator term: the generators' first step is the same with it, the
     discriminators' differs, and its value is logged."""
-    cfg = {**TINY, "steps": 1, "warp": False, "d_steps": 1}
+    cfg = tiny(steps=1, warp=False, d_steps=1)
     off, _ = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, cfg, 0, CPU)
-    on, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, {**cfg, "lecam": 1.0}, 0, CPU)
+    on, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, replace(cfg, lecam=1.0), 0,
+                                CPU)
     for name in ("G", "F"):
         assert all(torch.equal(a, b) for a, b in zip(off[name].parameters(), on[name].parameters()))
     for name in ("D_real", "D_syn"):
@@ -70,7 +74,7 @@ def test_feature_head_trains_a_head_on_the_frozen_classifier():
     torch.manual_seed(1)
     clf = make_cnn(4)
     before = [p.clone() for p in clf.parameters()]
-    cfg = {**TINY, "steps": 2, "feature_head": True, "conditional": True}
+    cfg = tiny(steps=2, feature_head=True, conditional=True)
     nets, history = train_refiner(real, syn, labels, cfg, 0, CPU, classifier=clf, real_labels=labels)
     assert all(torch.equal(a, b) for a, b in zip(before, clf.parameters()))
     D = nets["D_real"]
@@ -117,23 +121,21 @@ def test_grey_head_sees_grey_levels_not_places():
 def test_the_discriminator_accuracy_is_logged_on_held_out_images():
     real, syn = digits(40, 0, 2), digits(40, 1, 6)
     labels = np.arange(40) % 10
-    _, history = train_refiner(real, syn, labels, {**TINY, "steps": 30, "log_every": 10,
-                                                   "conditional": True, "holdout": 8,
-                                                   "warp": True}, 0, CPU, real_labels=labels)
+    cfg = tiny(steps=30, log_every=10, conditional=True, holdout=8, warp=True)
+    _, history = train_refiner(real, syn, labels, cfg, 0, CPU, real_labels=labels)
     acc = [h["d_accuracy"] for h in history]
     assert len(acc) == 3 and all(0 <= a <= 1 for a in acc)
     # bars of 2 and of 6 pixels are easy to tell apart: the discriminator learns it
     assert acc[-1] > 0.6, acc
     assert all("field_px" in h and h["field_px"] >= 0 for h in history)
     with pytest.raises(ValueError, match="conditional discriminator needs labelled"):
-        train_refiner(real, syn, labels, {**TINY, "steps": 1, "conditional": True}, 0, CPU)
+        train_refiner(real, syn, labels, tiny(steps=1, conditional=True), 0, CPU)
 
 
 def test_accuracy_outside_the_budget_is_logged_and_leaves_training_alone():
     real, syn, val = digits(40, 0, 2), digits(40, 1, 6), digits(50, 2, 2)
     labels = np.arange(50) % 10
-    cfg = {**TINY, "steps": 20, "log_every": 10, "conditional": True, "holdout": 8, "sn": True,
-           "warp": True}
+    cfg = tiny(steps=20, log_every=10, conditional=True, holdout=8, sn=True, warp=True)
     args = (real, syn, labels[:40], cfg, 0, CPU)
     nets, history = train_refiner(*args, real_labels=labels[:40], val=(val, labels))
     plain_nets, plain = train_refiner(*args, real_labels=labels[:40])
@@ -157,8 +159,8 @@ def test_the_shape_discriminator_teaches_the_warp_alone():
     accuracy is logged; without a warp it is refused."""
     real, syn, val = digits(40, 0, 2), digits(40, 1, 6), digits(50, 2, 2)
     labels = np.arange(50) % 10
-    cfg = {**TINY, "steps": 1, "warp": True, "conditional": True, "holdout": 8}
-    runs = [train_refiner(real, syn, labels[:40], {**cfg, "shape_d": on}, 0, CPU,
+    cfg = tiny(steps=1, warp=True, conditional=True, holdout=8)
+    runs = [train_refiner(real, syn, labels[:40], replace(cfg, shape_d=on), 0, CPU,
                           real_labels=labels[:40], val=(val, labels)) for on in (False, True)]
     (plain, _), (shaped, history) = runs
     assert "D_shape" in shaped and "D_shape" not in plain
@@ -167,17 +169,17 @@ def test_the_shape_discriminator_teaches_the_warp_alone():
     assert all(torch.equal(a, b) for a, b in zip(plain["F"].parameters(), shaped["F"].parameters()))
     assert not torch.equal(plain["G"].warp[-1].weight, shaped["G"].warp[-1].weight)
     assert {"gan_shape", "D_shape"} <= set(history[0]) and 0 <= history[0]["d_shape_accuracy_val"] <= 1
-    with pytest.raises(ValueError, match="shape_d teaches the warp"):
-        train_refiner(real, syn, None, {**TINY, "steps": 1, "shape_d": True}, 0, CPU)
+    with pytest.raises(ValueError, match="refiner.shape_d needs refiner.warp = true"):
+        train_refiner(real, syn, None, tiny(steps=1, shape_d=True), 0, CPU)
 
 
 def test_the_warp_learns_at_its_own_rate():
     """`lr_warp` changes the warp's first update and nothing else's (the fresh warp is the
     identity, so the appearance step sees the same images)."""
     real, syn = digits(16, 0, 2), digits(16, 1, 5)
-    cfg = {**TINY, "steps": 1, "warp": True}
+    cfg = tiny(steps=1, warp=True)
     base, _ = train_refiner(real, syn, None, cfg, 0, CPU)
-    fast, _ = train_refiner(real, syn, None, {**cfg, "lr_warp": 10 * cfg.get("lr", 0.0002)}, 0, CPU)
+    fast, _ = train_refiner(real, syn, None, replace(cfg, lr_warp=10 * cfg.lr), 0, CPU)
     a, b = _params(base["G"]), _params(fast["G"])
     moved = {k for k in a if not torch.equal(a[k], b[k])}
     assert moved and all(k.startswith("warp") for k in moved), moved

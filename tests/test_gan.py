@@ -1,6 +1,7 @@
 """The refiner on tiny sizes: networks, pool, DiffAugment, losses, save/load."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ from gan.diffaugment import OPS, diff_augment
 from gan.networks import HEADS, discriminator, generator, to_signed
 from gan.pool import ImagePool
 from gan.refine import refine
-from gan.train import DEFAULTS, make_nets, train_refiner
+from gan.train import make_nets, train_refiner
 from gan.weights import load_generator, save_refiner
-from tiny import CPU, TINY, digits
+from tiny import CPU, digits, tiny
 
 
 def test_shapes_grayscale_and_rgb():
@@ -29,10 +30,10 @@ def test_shapes_grayscale_and_rgb():
 
 
 def test_one_step_changes_every_network():
-    cfg = {**TINY, "steps": 1, "warp": False}  # a fresh warp's zero last layer stops its gradient
+    cfg = tiny(steps=1, warp=False)  # a fresh warp's zero last layer stops its gradient
     nets, history = train_refiner(digits(16, 0, 2), digits(16, 1, 5), None, cfg, 0, CPU)
     torch.manual_seed(0)  # train_refiner seeds torch the same way before building its networks
-    fresh = make_nets((1, 28, 28), {**DEFAULTS, **cfg})
+    fresh = make_nets((1, 28, 28), cfg)
     for name, net in nets.items():
         before = dict(fresh[name].named_parameters())
         changed = [k for k, p in net.named_parameters() if not torch.equal(p, before[k])]
@@ -109,21 +110,21 @@ def test_diffaugment_probability_reaches_that_share_of_images():
 
 def test_adaptive_augmentation_rises_when_the_discriminator_memorises():
     real, syn = digits(20, 0, 2), digits(40, 1, 6)  # 16 real images to train on: easy to memorise
-    cfg = {**TINY, "steps": 60, "log_every": 20, "warp": False, "lr_d": 5e-3, "ada_target": 0.6}
+    cfg = tiny(steps=60, log_every=20, warp=False, lr_d=5e-3, ada_target=0.6)
     _, history = train_refiner(real, syn, None, cfg, 0, CPU)
     p = [h["augment_p"] for h in history]
     assert p[0] > 0 and all(0 <= v <= 1 for v in p), p  # starts at 0 and was raised
-    _, plain = train_refiner(real, syn, None, {**cfg, "ada_target": 0.0, "steps": 1}, 0, CPU)
+    _, plain = train_refiner(real, syn, None, replace(cfg, ada_target=0.0, steps=1), 0, CPU)
     assert "augment_p" not in plain[0]
 
 
 def test_self_regularisation_makes_g_near_identity():
     real, syn = digits(32, 0, 2), digits(64, 1, 5)
-    cfg = {**TINY, "steps": 40, "lr": 5e-3, "lambda_cycle": 0.0}
+    cfg = tiny(steps=40, lr=5e-3, lambda_cycle=0.0)
     x = to_signed(torch.as_tensor(syn[:16]))
     dist, corr = {}, {}
     for reg in (0.0, 100.0):
-        nets, _ = train_refiner(real, syn, None, {**cfg, "lambda_reg": reg, "warp": False}, 0, CPU)
+        nets, _ = train_refiner(real, syn, None, replace(cfg, lambda_reg=reg, warp=False), 0, CPU)
         with torch.no_grad():
             g = nets["G"](x)
         dist[reg] = (g - x).abs().mean().item()
@@ -137,15 +138,15 @@ def test_semantic_consistency_uses_the_classifier():
     from classifiers.digits import make_cnn
     real, syn = digits(16, 0, 2), digits(16, 1, 5)
     labels = np.arange(16) % 10
-    _, history = train_refiner(real, syn, labels, {**TINY, "steps": 2}, 0, CPU, classifier=make_cnn(4))
+    _, history = train_refiner(real, syn, labels, tiny(steps=2), 0, CPU, classifier=make_cnn(4))
     assert "semantic" in history[-1]
-    _, history = train_refiner(real, syn, labels, {**TINY, "steps": 2}, 0, CPU)
+    _, history = train_refiner(real, syn, labels, tiny(steps=2), 0, CPU)
     assert "semantic" not in history[-1]
 
 
 @pytest.mark.parametrize("upsample", ["transpose", "resize"])
 def test_save_load_round_trip(tmp_path, upsample):
-    cfg = {**TINY, "steps": 2, "upsample": upsample}
+    cfg = tiny(steps=2, upsample=upsample)
     nets, _ = train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, cfg, 0, CPU)
     save_refiner(nets, tmp_path / "r.safetensors", cfg, 1)
     for name in ("G", "F"):
@@ -168,7 +169,7 @@ def test_not_a_refiner_file(tmp_path):
 
 def test_mismatched_sizes():
     with pytest.raises(ValueError, match="needs one size"):
-        train_refiner(digits(4, 0, 2), np.zeros((4, 1, 32, 32), np.uint8), None, {**TINY, "steps": 1},
+        train_refiner(digits(4, 0, 2), np.zeros((4, 1, 32, 32), np.uint8), None, tiny(steps=1),
                       0, CPU)
 
 
@@ -253,16 +254,16 @@ def test_a_centred_warp_cannot_shift_the_whole_digit(tmp_path):
     assert torch.allclose(fields[False][:, 1], torch.tensor(-2 * math.tanh(3.0)))
     assert fields[True].abs().max() < 1e-6
 
-    cfg = {**TINY, "steps": 2, "warp": True, "warp_centred": True}
+    cfg = tiny(steps=2, warp=True, warp_centred=True)
     nets, _ = train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, cfg, 0, CPU)
     save_refiner(nets, tmp_path / "r.safetensors", cfg, 1)
     loaded = load_generator(tmp_path / "r.safetensors")
     z = loaded.noise_like(x)
     with torch.no_grad():
         assert loaded.centred and torch.equal(loaded(x, z), nets["G"](x, z))
-    with pytest.raises(ValueError, match="warp_centred shapes the warp"):
-        train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, {**TINY, "steps": 1,
-                                                               "warp_centred": True}, 0, CPU)
+    with pytest.raises(ValueError, match="refiner.warp_centred needs refiner.warp = true"):
+        train_refiner(digits(8, 0, 2), digits(8, 1, 5), None, tiny(steps=1, warp_centred=True), 0,
+                      CPU)
 
 
 def test_variants_differ_and_repeat():
@@ -327,10 +328,10 @@ def test_ema_averages_g_without_changing_training():
     ema_step(ema, net, 0.5, 1000)  # past the ramp: the decay itself
     assert torch.allclose(ema[0], torch.full((1, 2), 0.95)) and torch.allclose(ema[1], torch.tensor([1.9]))
 
-    cfg = {**TINY, "steps": 3, "warp": False}
+    cfg = tiny(steps=3, warp=False)
     real, syn = digits(16, 0, 2), digits(16, 1, 5)
     off, h_off = train_refiner(real, syn, None, cfg, 0, CPU)
-    on, h_on = train_refiner(real, syn, None, {**cfg, "ema": 0.9}, 0, CPU)
+    on, h_on = train_refiner(real, syn, None, replace(cfg, ema=0.9), 0, CPU)
     assert h_on == h_off
     for name in ("F", "D_real", "D_syn"):
         assert all(torch.equal(a, b) for a, b in zip(off[name].parameters(), on[name].parameters()))

@@ -108,7 +108,7 @@ def test_run_then_rerun_is_cached_and_set_reruns_only_classify(tmp_path):
     dry = pipeline("run", "smoke", *TINY, "--set", "classifier.steps=40", "--workdir", work,
                    "--dry-run")
     assert "5 of 11 stages would run" in dry.stdout
-    assert "params changed: steps 30->40" in dry.stdout
+    assert "params changed: classifier.steps 30->40" in dry.stdout
     assert "upstream changed" in dry.stdout
     before = _all_metas(tmp_path)
 

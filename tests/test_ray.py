@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from synthgap import dag
-from synthgap.workspace import Workspace
+from synthgap.runner import dag
+from synthgap.runner.workspace import Workspace
 import toy_stages as toy
 from conftest import report_of, run_smoke
 from test_dag import go, graph, grouped

@@ -43,15 +43,16 @@ def test_stages_run_on_both_nodes_of_a_two_node_cluster(tmp_path):
             sys.path[:0] = [{str(HERE.parent)!r}, {str(HERE)!r}]
             import ray
             import toy_stages as toy
-            from synthgap import dag, execute
+            from synthgap.runner import dag
+            from synthgap.runner.run import Execution, run
             ray.init(address="127.0.0.1:{port}", runtime_env={{"env_vars": {{
                 "PYTHONPATH": {str(HERE)!r} + ":" + {str(HERE.parent)!r}}}}})
-            from synthgap.workspace import Workspace
+            from synthgap.runner.workspace import Workspace
             stages = {{f"sleep/{{i}}": dag.Stage(f"sleep/{{i}}", toy.sleeper, {{
                 "pid_file": {str(tmp_path)!r} + f"/{{i}}.pid", "seconds": 2}}) for i in range(4)}}
             ws = Workspace({str(tmp_path / "ws")!r})
-            execute.run(stages, ws, dag.Context(device="cpu"), dag.plan(stages, ws, None, None),
-                        executor="ray", address="127.0.0.1:{port}")
+            run(stages, ws, dag.Context(device="cpu"), dag.plan(stages, ws, None, None),
+                Execution("ray", address="127.0.0.1:{port}"))
         """)
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               timeout=300, env=ENV)

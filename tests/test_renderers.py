@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from renderers import composite as comp
 from renderers.augment import coverage, elastic
 from conftest import mpl_font
 from renderers.fontfiles import check_font, discover
-from renderers.fonts import center_of_mass, normalise, render_digits
+from renderers.fonts import FontsConfig, center_of_mass, normalise, render_digits
 from renderers.geometry import ink_box, ink_moments
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,9 +65,9 @@ def test_render_list_names_rejections():
 
 
 def test_rendering_is_deterministic_balanced_and_worker_independent(fonts):
-    a, la = render_digits(fonts, 200, seed=3, cfg={"chunk": 60})
-    b, lb = render_digits(fonts, 200, seed=3, cfg={"chunk": 60}, workers=2)
-    c, _ = render_digits(fonts, 200, seed=4, cfg={"chunk": 60})
+    a, la = render_digits(fonts, 200, seed=3, chunk=60)
+    b, lb = render_digits(fonts, 200, seed=3, chunk=60, workers=2)
+    c, _ = render_digits(fonts, 200, seed=4, chunk=60)
     assert a.shape == (200, 1, 28, 28) and a.dtype == np.uint8
     assert np.array_equal(a, b) and np.array_equal(la, lb)
     assert not np.array_equal(a, c)
@@ -103,9 +104,9 @@ def test_mean_centre_of_mass_matches_mnist(fonts):
 
 
 def test_widen_scales_the_width_alone(fonts):
-    plain = {"elastic_alpha": 0.0, "widen": 0.0}
+    plain = FontsConfig(elastic_alpha=0.0, widen=0.0)
     a, la = render_digits(fonts, 300, seed=2, cfg=plain)
-    b, lb = render_digits(fonts, 300, seed=2, cfg={**plain, "widen": 0.15})
+    b, lb = render_digits(fonts, 300, seed=2, cfg=replace(plain, widen=0.15))
     assert np.array_equal(la, lb)
     (xa, ya, _), (xb, yb, _) = ink_moments(a), ink_moments(b)
     assert 1.08 < np.median(xb / xa) < 1.2 and abs(np.median(yb / ya) - 1) < 0.03
@@ -123,7 +124,7 @@ def test_the_distortion_comes_before_the_fit(fonts):
     """MNIST fitted each handwritten digit in its box. The elastic distortion stands for the hand,
     so it comes before the fit: the distorted renders are as large as undistorted ones and reach the
     border no more often (distorted after the fit, a tenth of them were 23 pixels high or more)."""
-    plain, _ = render_digits(fonts, 400, seed=5, cfg={"elastic_alpha": 0.0})
+    plain, _ = render_digits(fonts, 400, seed=5, cfg=FontsConfig(elastic_alpha=0.0))
     bent, _ = render_digits(fonts, 400, seed=5)
     assert np.abs(bent.astype(int) - plain).mean() > 5
     (h_p, w_p, rim_p), (h_b, w_b, rim_b) = ink_box(plain), ink_box(bent)
@@ -176,12 +177,12 @@ def test_elastic_at_eight_times_the_resolution_moves_as_far():
 def test_area_edges_render_without_the_soft_haze(fonts):
     """edges = "area": deterministic whatever the worker count, and the faint halo of the soft
     renders (MNIST: about 9 pixels an image at levels 1-16) is gone."""
-    area = {"chunk": 60, "edges": "area", "blur": 0.0}
-    a, la = render_digits(fonts, 120, seed=3, cfg=area)
-    b, lb = render_digits(fonts, 120, seed=3, cfg=area, workers=2)
+    area = FontsConfig(edges="area", blur=0.0)
+    a, la = render_digits(fonts, 120, seed=3, cfg=area, chunk=60)
+    b, lb = render_digits(fonts, 120, seed=3, cfg=area, workers=2, chunk=60)
     assert a.shape == (120, 1, 28, 28) and a.dtype == np.uint8
     assert np.array_equal(a, b) and np.array_equal(la, lb)
-    soft, ls = render_digits(fonts, 120, seed=3, cfg={"chunk": 60})
+    soft, ls = render_digits(fonts, 120, seed=3, chunk=60)
     assert np.array_equal(la, ls)
     faint = {name: ((x >= 1) & (x <= 16)).sum((1, 2, 3)).mean() for name, x in
              (("area", a), ("soft", soft))}
@@ -204,9 +205,9 @@ def test_blending_modes_and_the_seamless_edge(channels):
     bg = 0.2 + 0.02 * torch.rand(2, channels, 28, 28, generator=g)
     mask = torch.zeros(2, 1, 28, 28)
     mask[..., 8:20, 6:22] = 1
-    hard = comp.blend(fg, bg, mask, "hard", comp.DEFAULTS)
-    soft = comp.blend(fg, bg, mask, "gaussian", comp.DEFAULTS)
-    seamless = comp.blend(fg, bg, mask, "poisson", comp.DEFAULTS)
+    hard = comp.blend(fg, bg, mask, "hard", comp.CompositesConfig())
+    soft = comp.blend(fg, bg, mask, "gaussian", comp.CompositesConfig())
+    seamless = comp.blend(fg, bg, mask, "poisson", comp.CompositesConfig())
     assert torch.equal(hard * (1 - mask), bg * (1 - mask)) and torch.equal(hard * mask, fg * mask)
     h, s, p = (edge_gradient(x, mask.expand_as(x)) for x in (hard, soft, seamless))
     assert h > 0.5 and s < h and p < 0.1 * h
@@ -222,10 +223,10 @@ def test_composite_labels_rgb_and_halo(fonts):
     rgb_bg = np.zeros((4, 3, 32, 32), np.uint8)
     rgb_bg[:, 0] = 200
     images, out_labels = comp.composite(fg, labels, 30, "hard", seed=0, backgrounds=rgb_bg,
-                                        cfg={"halo": 1, "halo_value": 0.0})
+                                        cfg=comp.CompositesConfig(halo=1, halo_value=0.0))
     assert images.shape == (30, 3, 32, 32) and set(out_labels) <= set(labels)
     again, _ = comp.composite(fg, labels, 30, "hard", seed=0, backgrounds=rgb_bg,
-                              cfg={"halo": 1, "halo_value": 0.0})
+                              cfg=comp.CompositesConfig(halo=1, halo_value=0.0))
     assert np.array_equal(images, again)
     # a black halo cuts into the red background around the pasted digit
     assert (images[:, 0] == 0).any()

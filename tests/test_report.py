@@ -1,11 +1,14 @@
-"""The report's statistics: the mean's interval and the paired differences between mixtures."""
+"""The report's statistics: the mean's interval and the paired differences between mixtures; and
+the README's results block that `pipeline report --readme` writes."""
 
 import math
 
 import pytest
 
-from synthgap.report import (compared_pairs, mean_ci, paired, paired_lines, results_markdown,
-                             summarize)
+from synthgap.errors import UserError
+from synthgap.study.report import (README_BEGIN, README_END, SUMMARY_COLUMNS, compared_pairs, mean_ci,
+                                   paired, paired_lines, publish_results, results_markdown, summarize,
+                                   write_csv)
 
 
 def cell(mixture, budget, seed, error):
@@ -54,3 +57,39 @@ def test_paired_uses_the_seeds_both_ran_and_results_md_shows_it():
                          "| +0.0000 (-0.0020 – +0.0020) |")  # no -0.0000
     md = results_markdown("study", summarize(rows), [], {}, {}, pairs=pairs)
     assert "## Paired differences" in md and lines[-1] in md
+
+
+def test_the_readme_block_is_written_from_the_report_and_nothing_else_moves(tmp_path):
+    rows = [cell(m, b, s, e) for m, b, s, e in (("real", 55, 0, 0.1), ("real", 55, 1, 0.12),
+                                                ("real+gan", 55, 0, 0.04), ("real+gan", 55, 1, 0.05),
+                                                ("real", 385, 0, 0.03), ("real", 385, 1, 0.025))]
+    report = tmp_path / "runs" / "study"
+    (report / "plots").mkdir(parents=True)
+    write_csv(report / "summary.csv", summarize(rows), SUMMARY_COLUMNS)
+    (report / "results.md").write_text("# Results\n")
+    (report / "plots" / "error_vs_data.png").write_bytes(b"png")
+    readme = tmp_path / "project" / "README.md"
+    readme.parent.mkdir()
+    begin = README_BEGIN.format(experiment="study")
+    readme.write_text(f"# top\n\n{begin}\nold table\n{README_END}\n\n## below\n")
+    written = publish_results(report, readme, "study")
+    text = readme.read_text()
+    assert text.startswith(f"# top\n\n{begin}\n") and text.endswith(f"{README_END}\n\n## below\n")
+    assert "old table" not in text
+    assert "| mixture | 55 real | 385 real |" in text
+    assert "| real | 11.00 (0.00–23.71) | 2.75 (" in text  # in %, the interval clipped at 0
+    assert "| real+gan | 4.50 (" in text and text.count("\n| real+gan |") == 1
+    assert "[docs/results/study.md](docs/results/study.md)" in text
+    assert "![MNIST test error against real training images](docs/results/study-error_vs_data.png)" in text
+    assert (readme.parent / "docs" / "results" / "study.md").read_text() == "# Results\n"
+    assert written[-1] == readme and all(p.is_file() for p in written)
+    again = readme.read_text()
+    publish_results(report, readme, "study")
+    assert readme.read_text() == again  # the same report writes the same block
+
+    bare = tmp_path / "bare" / "README.md"
+    bare.parent.mkdir()
+    bare.write_text("# no block\n")
+    with pytest.raises(UserError, match="has no results block of study"):
+        publish_results(report, bare, "study")
+    assert bare.read_text() == "# no block\n" and not (bare.parent / "docs").exists()

@@ -3,9 +3,16 @@
 import numpy as np
 import torch
 
+from gan.config import RefinerConfig
+
 TINY = {"batch_size": 8, "width": 4, "blocks": 1, "d_width": 8, "sem_steps": 5, "log_every": 1,
         "conditional": False, "holdout": 4}
 CPU = torch.device("cpu")
+
+
+def tiny(**knobs) -> RefinerConfig:
+    """The refiner at TINY sizes, with `knobs` over them."""
+    return RefinerConfig(**{**TINY, **knobs})
 
 
 def digits(n, seed, thick):

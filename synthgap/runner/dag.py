@@ -1,10 +1,10 @@
-"""The generic stage runner's model and plan: stages, cache keys, what must run and why
-(synthgap/execute.py builds the outputs).
+"""The runner's model and plan: stages, their cache keys, what must run and why (build.py builds
+the outputs, run.py schedules them).
 
 A stage is a function `fn(params, inputs, out, ctx) -> metrics` that writes its files into the folder
 `out`. Its cache key hashes its kind, its canonical params, the keys of its upstream stages and the
-code it runs (syntax trees of the stage function and the project modules it imports); an output
-folder `cache/<kind>/<key>/` holding `meta.json` is done.
+code it runs (syntax trees of the stage function and of the modules it imports from the packages
+it names; codehash.py); an output folder `cache/<kind>/<key>/` holding `meta.json` is done.
 Outputs are built in `cache/<kind>/.tmp-<key>/`, `meta.json` is written last and the folder is
 renamed into place, so an interrupted stage never looks done. A lock file per key (`flock`, released
 by the kernel when a process dies) keeps two runs from building one output at the same time and
@@ -20,13 +20,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from synthgap.codehash import code_hash
-from synthgap.workspace import Workspace
+from synthgap.runner.codehash import code_hash
+from synthgap.runner.workspace import Workspace
 
 
 @dataclass
 class Stage:
-    name: str                                   # unique in the graph, e.g. "classify/real/b55/s0"
+    """A node of the graph. The first number among the metrics its function returns is what its
+    line in the log shows."""
+    name: str                                   # unique in the graph, e.g. "fit/a/s0" (kind "fit")
     fn: Callable                                # fn(params, inputs, out, ctx) -> dict of metrics
     params: dict = field(default_factory=dict)  # JSON-able; part of the key
     deps: dict = field(default_factory=dict)    # input name -> upstream stage name
@@ -38,6 +40,10 @@ class Stage:
                                      # included): whenever one must run, all are computed, so a
                                      # member's result never depends on which others were cached
     group_fn: Callable | None = None  # group_fn([params], [inputs], [out], ctx) -> [metrics]
+    gpu: bool = False                # it trains or applies a network: on a cluster with GPUs it
+                                     # asks for one
+    packages: tuple = ()             # the top-level packages whose code enters its key (default:
+                                     # its function's own); others' versions are in its meta.json
 
     @property
     def kind(self) -> str:
@@ -117,16 +123,27 @@ def brief(value) -> str:
     return text
 
 
+def flat(params: dict, prefix: str = "") -> dict:
+    """Params with the values of nested tables under dotted names: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict) and v:
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def why(stage: Stage, info: dict, previous: dict | None) -> str:
     """Why `stage` must run: what differs from its last finished run."""
     if previous is None:
         return "missing"
     reasons = []
-    old = previous.get("params", {})
-    changed = sorted(k for k in set(old) | set(stage.params) if old.get(k) != stage.params.get(k))
+    old, new = flat(previous.get("params", {})), flat(stage.params)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         reasons.append("params changed: " + ", ".join(
-            f"{k} {brief(old.get(k))}->{brief(stage.params.get(k))}" for k in changed))
+            f"{k} {brief(old.get(k))}->{brief(new.get(k))}" for k in changed))
     if previous.get("code") != info["code"]:
         reasons.append("code changed")
     if previous.get("env", {}) != info["env"]:
@@ -187,3 +204,20 @@ def plan(stages: dict[str, Stage], ws: Workspace, only=None, force=None,
     if force and not any(r["reason"] == "forced" for r in rows):
         raise ValueError(f"--force {' '.join(force)} matches no stage; `pipeline dag` lists them")
     return rows
+
+
+def draw(stages: dict[str, Stage], fmt: str = "text") -> str:
+    """The graph as text (each stage with what it needs), Mermaid or Graphviz dot."""
+    order = topo_order(stages)
+    ids = {n: f"s{i}" for i, n in enumerate(order)}
+    lines = {"text": [], "mermaid": ["graph LR"], "dot": ["digraph pipeline {", "  rankdir=LR;"]}[fmt]
+    for n in order:
+        deps = sorted(set(stages[n].deps.values()))
+        if fmt == "text":
+            shown = ", ".join(deps[:4]) + (f", ... ({len(deps)} in all)" if len(deps) > 4 else "")
+            lines.append(f"{n}" + (f"  <- {shown}" if deps else ""))
+        elif fmt == "mermaid":
+            lines += [f'  {ids[n]}["{n}"]'] + [f"  {ids[d]} --> {ids[n]}" for d in deps]
+        else:
+            lines += [f'  {ids[n]} [label="{n}"];'] + [f"  {ids[d]} -> {ids[n]};" for d in deps]
+    return "\n".join(lines + (["}"] if fmt == "dot" else []))

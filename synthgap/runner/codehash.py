@@ -1,7 +1,8 @@
 """The code part of a stage's cache key, found from the code itself: the syntax trees of the stage
-function, of the definitions of its module it uses, and of every project module it imports,
-transitively. Trees, not text: a comment or a docstring edit leaves the key alone, a changed
-constant changes it."""
+function, of the definitions of its module it uses, and of every module it imports from the given
+packages (the project's), transitively. Trees, not text: a comment or a docstring edit leaves the
+key alone, a changed constant changes it. Modules of other packages (torch, numpy) are not hashed;
+their versions are in each stage's meta.json."""
 
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ import importlib.util
 from pathlib import Path
 from typing import Callable
 
-# The packages whose code is part of a stage's key; anything else (torch, numpy) is in meta.json's
-# versions instead.
-PROJECT = ("synthgap", "renderers", "gan", "classifiers")
 
-
-def _project(module: str) -> bool:
-    return module.split(".")[0] in PROJECT
+def _project(module: str, packages: tuple) -> bool:
+    return module.split(".")[0] in packages
 
 
 @functools.lru_cache(maxsize=None)
@@ -35,11 +32,11 @@ def _source(module: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _facts(source: str) -> tuple[str, tuple]:
-    """(the dump of a module's syntax tree, the project modules it imports), once per source text:
-    every stage of a graph asks for the same few modules."""
+def _facts(source: str, packages: tuple) -> tuple[str, tuple]:
+    """(the dump of a module's syntax tree, the modules of `packages` it imports), once per source
+    text: every stage of a graph asks for the same few modules."""
     tree = _parse(source)
-    return ast.dump(tree), tuple(sorted(set(_imported(tree).values())))
+    return ast.dump(tree), tuple(sorted(set(_imported(tree, packages).values())))
 
 
 @functools.lru_cache(maxsize=256)
@@ -55,8 +52,9 @@ def _parse(source: str) -> ast.Module:
     return tree
 
 
-def _imported(node: ast.AST) -> dict[str, str]:
-    """Names bound by the import statements under `node` -> the project module each comes from."""
+def _imported(node: ast.AST, packages: tuple) -> dict[str, str]:
+    """Names bound by the import statements under `node` -> the module of `packages` each comes
+    from."""
     out = {}
     for n in ast.walk(node):
         if isinstance(n, ast.Import):
@@ -65,41 +63,41 @@ def _imported(node: ast.AST) -> dict[str, str]:
         elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
             for a in n.names:
                 sub = f"{n.module}.{a.name}"
-                out[a.asname or a.name] = sub if _is_submodule(sub) else n.module
-    return {name: m for name, m in out.items() if _project(m)}
+                out[a.asname or a.name] = sub if _is_submodule(sub, packages) else n.module
+    return {name: m for name, m in out.items() if _project(m, packages)}
 
 
 @functools.lru_cache(maxsize=None)
-def _is_submodule(name: str) -> bool:
-    """Whether `from package import name` names a module of a project package."""
+def _is_submodule(name: str, packages: tuple) -> bool:
+    """Whether `from package import name` names a module of one of `packages`."""
     parent = name.rpartition(".")[0]
-    if not _project(parent):
+    if not _project(parent, packages):
         return False
     spec = importlib.util.find_spec(parent)
     return bool(spec and spec.submodule_search_locations
                 and importlib.util.find_spec(name) is not None)
 
 
-def module_closure(module: str) -> frozenset:
-    """The module and every project module it imports, anywhere in it, transitively."""
+def module_closure(module: str, packages: tuple) -> frozenset:
+    """The module and every module of `packages` it imports, anywhere in it, transitively."""
     seen, todo = set(), [module]
     while todo:
         m = todo.pop()
         if m not in seen:
             seen.add(m)
-            todo.extend(_facts(_source(m))[1])
+            todo.extend(_facts(_source(m), packages)[1])
     return frozenset(seen)
 
 
-def stage_code(fn: Callable) -> tuple[list[str], set[str]]:
+def stage_code(fn: Callable, packages: tuple) -> tuple[list[str], set[str]]:
     """(syntax trees of the stage function and of the definitions of its module it uses, directly
-    or through each other; the project modules it imports there or inside them)."""
-    trees, modules = _stage_code(_source(fn.__module__), fn.__name__)
+    or through each other; the modules of `packages` it imports there or inside them)."""
+    trees, modules = _stage_code(_source(fn.__module__), fn.__name__, packages)
     return list(trees), set(modules)
 
 
 @functools.lru_cache(maxsize=256)
-def _stage_code(source: str, name: str) -> tuple[tuple, frozenset]:
+def _stage_code(source: str, name: str, packages: tuple) -> tuple[tuple, frozenset]:
     tree = _parse(source)
     defs = {}
     for node in tree.body:
@@ -111,14 +109,14 @@ def _stage_code(source: str, name: str) -> tuple[tuple, frozenset]:
                     defs[t.id] = node
     top_imports = _imported(ast.Module(body=[n for n in tree.body
                                             if isinstance(n, (ast.Import, ast.ImportFrom))],
-                                      type_ignores=[]))
+                                      type_ignores=[]), packages)
     used, modules, todo = {}, set(), [name]
     while todo:
         name = todo.pop()
         if name in used or name not in defs:
             continue
         node = used[name] = defs[name]
-        modules.update(_imported(node).values())
+        modules.update(_imported(node, packages).values())
         for n in ast.walk(node):
             if isinstance(n, ast.Name):
                 todo.append(n.id)
@@ -130,12 +128,14 @@ def _stage_code(source: str, name: str) -> tuple[tuple, frozenset]:
 def code_hash(stage) -> str:
     """The code part of a stage's key: the syntax trees (so a comment or docstring edit changes
     nothing, a changed constant does) of the stage function, what it uses of its own module, and
-    every project module it imports, transitively, plus any named in `stage.code`."""
-    trees, modules = stage_code(stage.fn)
-    closure = set().union(*(module_closure(m) for m in modules | set(stage.code)))
+    every module of `stage.packages` (by default the stage function's own top-level package) it
+    imports, transitively, plus any named in `stage.code`."""
+    packages = tuple(stage.packages) or (stage.fn.__module__.split(".")[0],)
+    trees, modules = stage_code(stage.fn, packages)
+    closure = set().union(*(module_closure(m, packages) for m in modules | set(stage.code)))
     h = hashlib.sha256(f"{stage.fn.__module__}:{stage.fn.__name__}".encode())
     for t in trees:
         h.update(t.encode())
     for module in sorted(closure):
-        h.update(module.encode() + b"\0" + _facts(_source(module))[0].encode())
+        h.update(module.encode() + b"\0" + _facts(_source(module), packages)[0].encode())
     return h.hexdigest()[:16]

@@ -1,28 +1,33 @@
-"""Typed experiment configs. Each section of a config file is a dataclass beside the code that uses
-it, holding the one set of defaults (the study's); a config file gives only what differs, and may
-start from another one (`base = "mnist-sweep"`). Loading checks every key and type: a typo or a wrong
-type is one line naming the file, the section and the key, never a silently ignored setting.
+"""The study's typed config. Each section of a config file is a settings dataclass beside the code
+that uses it, holding the one set of defaults (the study's); a config file gives only what differs,
+and may start from another one (`base = "mnist-sweep"`). Loading checks every key and type
+(synthgap/settings.py): a typo or a wrong type is one line naming the file, the section and the key.
 
     [experiment] ExperimentConfig (here)     [classifier] ClassifierConfig (classifiers/digits.py)
     [oracle]     classifier keys that differ for the evaluation-only classifier (default steps 3000)
     [fonts]      FontsConfig (renderers/fonts.py)     [composites] CompositesConfig (renderers/composite.py)
-    [refiner]    RefinerConfig (gan/train.py)         [gap] GapConfig (classifiers/detector.py)
-    [runner]     RunnerConfig (here): how stages run (its threads are part of every key)
+    [refiner]    RefinerConfig (gan/config.py)        [gap] GapConfig (classifiers/detector.py)
+    [runner]     RunnerConfig (synthgap/runner/run.py): how stages run (threads enter every key)
 """
 
 from __future__ import annotations
 
-import difflib
 import tomllib
-import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from classifiers.detector import GapConfig
+from classifiers.digits import ClassifierConfig
+from gan.config import RefinerConfig
+from renderers.composite import CompositesConfig
+from renderers.fonts import FontsConfig
 from synthgap.errors import UserError
+from synthgap.runner.run import RunnerConfig
+from synthgap.settings import apply_sets, check_keys, hints, nearest
 
 # the experiments shipped with the project: the package `configs`, installed beside `synthgap`
 # (in the source tree as in site-packages); a configs/ folder of the working directory comes first
-PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PACKAGE_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_DIRS = (Path("configs"), PACKAGE_CONFIGS)
 ORACLE_DEFAULTS = {"steps": 3000}
 
@@ -54,108 +59,28 @@ class ExperimentConfig:
 
 
 @dataclass
-class RunnerConfig:
-    """[runner]: how the stages are run. `threads` is part of every stage's key (as is the device
-    type), the rest never is."""
-    threads: int = 1                # torch threads of every stage, whatever --jobs or the cores: a
-                                    # key gives one result. --jobs N on N cores uses them all
-    cuda_deterministic: bool = True  # on CUDA: deterministic algorithms where the ops have them,
-                                    # a fixed cuBLAS workspace and no cuDNN autotuning
-    ray_cpus: dict[str, float] = field(default_factory=dict)  # CPUs a Ray task asks for, by
-                                    # stage kind (e.g. {train_refiner = 2}); any other kind: 1
-    ray_gpus: float = 1.0           # GPUs a network stage asks for on a Ray cluster with GPUs
-    ray_retries: int = 2            # times Ray reruns a stage whose worker process died
+class StudyConfig:
+    """A resolved config: one settings dataclass per section ([oracle]: the classifier keys that
+    differ for the oracle)."""
+    experiment: ExperimentConfig
+    classifier: ClassifierConfig
+    oracle: dict
+    fonts: FontsConfig
+    composites: CompositesConfig
+    refiner: RefinerConfig
+    gap: GapConfig
+    runner: RunnerConfig
+
+    def oracle_classifier(self) -> ClassifierConfig:
+        """The oracle's classifier: the cells', with [oracle]'s keys over it (trained once, for
+        evaluation only, it may train longer), trained alone."""
+        return replace(self.classifier, **{**self.oracle, "group": 1})
 
 
 def sections() -> dict[str, type]:
-    from classifiers.detector import GapConfig
-    from classifiers.digits import ClassifierConfig
-    from gan.train import RefinerConfig
-    from renderers.composite import CompositesConfig
-    from renderers.fonts import FontsConfig
-
-    return {"experiment": ExperimentConfig, "classifier": ClassifierConfig,
-            "oracle": ClassifierConfig, "fonts": FontsConfig, "composites": CompositesConfig,
-            "refiner": RefinerConfig, "gap": GapConfig, "runner": RunnerConfig}
-
-
-def nearest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
-def type_name(hint) -> str:
-    if typing.get_origin(hint) is list:
-        return f"list of {type_name(typing.get_args(hint)[0])}"
-    if typing.get_origin(hint) is dict:
-        return f"a table of {type_name(typing.get_args(hint)[1])}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            dict: "a table"}[hint]
-
-
-def checked(value, hint, where: str):
-    """`value` as the type `hint` (int, float, bool, str, a list of one of them or a table of
-    them by name), or UserError."""
-    if typing.get_origin(hint) is list:
-        if isinstance(value, list):
-            elem = typing.get_args(hint)[0]
-            return [checked(v, elem, where) for v in value]
-    elif typing.get_origin(hint) is dict:
-        if isinstance(value, dict):
-            elem = typing.get_args(hint)[1]
-            return {k: checked(v, elem, f"{where}.{k}") for k, v in value.items()}
-    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise UserError(f"{where} = {value!r} is not {type_name(hint)}")
-
-
-def hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def check_section(cls, values: dict, origin: dict, section: str) -> dict:
-    """The section's values with every key and type checked (defaults not filled in)."""
-    valid = hints(cls)
-    out = {}
-    for key, value in values.items():
-        file = origin[key]
-        if key not in valid:
-            raise UserError(f"{file}: [{section}] unknown key {key!r}; {nearest(key, valid)}"
-                            f"valid keys: {', '.join(sorted(valid))}")
-        out[key] = checked(value, valid[key], f"{file}: [{section}] {key}")
-    return out
-
-
-def parse_value(text: str, hint):
-    """A `--set` value: TOML (1000, 0.5, true, "text", [1, 2]), else the bare text as a string. A
-    bare value for a list field is a one-element list."""
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    if hint is str and not isinstance(value, str):
-        value = text.strip()
-    if typing.get_origin(hint) is list and not isinstance(value, list):
-        value = [value]
-    return value
-
-
-def apply_sets(values: dict, cls, sets, prefix: str = "") -> dict:
-    """`KEY=VALUE` overrides of one section's values (typed by `cls`); `prefix` names the section in
-    errors."""
-    valid = hints(cls)
-    for item in sets or []:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq:
-            raise UserError(f"--set {item!r} is not key=value (e.g. --set {prefix}steps=500)")
-        if key not in valid:
-            raise UserError(f"--set: unknown key {prefix + key!r}; {nearest(key, valid)}"
-                            f"valid keys: {', '.join(prefix + k for k in sorted(valid))}")
-        values[key] = checked(parse_value(text, valid[key]), valid[key], f"--set {prefix}{key}")
-    return values
+    """Section name -> the dataclass its keys are checked against."""
+    return {name: ClassifierConfig if name == "oracle" else hint
+            for name, hint in hints(StudyConfig).items()}
 
 
 # ---------------------------------------------------------------------------------- files
@@ -213,11 +138,8 @@ def raw_config(path: Path, chain: tuple = ()) -> tuple[dict, dict]:
     return merged, origin
 
 
-def load(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
-    """(experiment name, the resolved config: section -> {key: value}, every key present) of a
-    config name or path, with `--set section.key=value` overrides applied."""
-    path = config_path(exp)
-    raw, origin = raw_config(path)
+def sets_by_section(sets: list[str] | None) -> dict[str, list[str]]:
+    """`--set section.key=value` overrides grouped by section, as `key=value`."""
     by_section: dict[str, list[str]] = {}
     valid = sections()
     for item in sets or []:
@@ -228,17 +150,34 @@ def load(exp: str, sets: list[str] | None = None) -> tuple[str, dict]:
             raise UserError(f"--set {item!r}: give section.key=value, the section one of "
                             f"{', '.join(valid)} (e.g. --set classifier.steps=500)")
         by_section.setdefault(section, []).append(rest)
-    cfg = {}
-    for section, cls in valid.items():
-        where = {k: f for (s, k), f in origin.items() if s == section}
-        given = check_section(cls, raw.get(section, {}), where, section)
+    return by_section
+
+
+def load(exp: str, sets: list[str] | None = None) -> tuple[str, StudyConfig]:
+    """(experiment name, the resolved config) of a config name or path, with `--set
+    section.key=value` overrides applied."""
+    path = config_path(exp)
+    raw, origin = raw_config(path)
+    by_section = sets_by_section(sets)
+    values, classes = {}, sections()
+    for section, cls in classes.items():
+        given = check_keys(cls, raw.get(section, {}),
+                           lambda key: f"{origin[section, key]}: [{section}]")
         # [oracle] holds only what differs from the cells' classifier
         base = dict(ORACLE_DEFAULTS) if section == "oracle" else asdict(cls())
-        cfg[section] = apply_sets({**base, **given}, cls, by_section.get(section), f"{section}.")
-    return path.stem, cfg
+        values[section] = apply_sets({**base, **given}, cls, by_section.get(section),
+                                     f"{section}.")
+    return path.stem, StudyConfig(**{k: v if k == "oracle" else classes[k](**v)
+                                     for k, v in values.items()})
 
 
-def show(cfg: dict) -> str:
+def as_tables(cfg: StudyConfig) -> dict[str, dict]:
+    """Section -> its values, every key (the dict form of each dataclass)."""
+    return {f.name: dict(getattr(cfg, f.name)) if f.name == "oracle" else asdict(getattr(cfg, f.name))
+            for f in fields(cfg)}
+
+
+def show(cfg: StudyConfig) -> str:
     """The resolved config as TOML."""
     def fmt(v):
         if isinstance(v, bool):
@@ -252,4 +191,4 @@ def show(cfg: dict) -> str:
         return repr(v)
 
     return "\n".join(f"[{section}]\n" + "".join(f"{k} = {fmt(v)}\n" for k, v in values.items())
-                     for section, values in cfg.items())
+                     for section, values in as_tables(cfg).items())

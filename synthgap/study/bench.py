@@ -106,25 +106,92 @@ def figure(part: str, loop: str, unit: str, per_run: float, seconds: list[float]
             "low": rates[0], "high": rates[-1], "repeats": len(rates)}
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+def rendering_and_classifier(device: torch.device, size: dict, repeats: int, images: tuple,
+                             add) -> None:
+    """Time font rendering and the classifier (one cell, and a group of cells at once) on
+    `images` (bench_images); `add` takes each figure."""
+    from classifiers.digits import ClassifierConfig, train_classifiers
+    from renderers.fontfiles import discover
+    from renderers.fonts import render_digits
+
+    fonts = [c.path for c in discover() if c.ok]
+    n = size["digits"]
+    for w in sorted({1, os.cpu_count() or 1}):
+        # a call starts its worker processes, whose glyph caches start cold
+        add(figure("font rendering", f"{w} worker(s), {n} a call", "digits/s", n, timed(
+            lambda: render_digits(fonts, n, 0, workers=w), repeats, device)))
+    real, real_labels, renders, labels = images
+    cfg = ClassifierConfig(steps=size["classifier_steps"])
+    cell = ([(real, real_labels, 0.5), (renders, labels, 0.5)], 0)
+    for g in (1, size["group"]):
+        seconds = timed(lambda: train_classifiers([cell] * g, cfg, device), repeats, device)
+        part = "classifier cell" if g == 1 else f"classifier, {g} cells at once"
+        add(figure(part, "project", "cell-steps/s", g * cfg.steps, seconds))
+        add(figure(part, "project", "images/s", g * cfg.steps * cfg.batch_size, seconds))
+
+
+def bench_images(m: int) -> tuple:
+    """m real MNIST training images and m font renders, with their labels."""
+    from renderers.fontfiles import discover
+    from renderers.fonts import render_digits
+    from synthgap.data.mnist import load_mnist
+
+    mnist = load_mnist()
+    renders, labels = render_digits([c.path for c in discover() if c.ok], m, 1)
+    return mnist["train_images"][:m, None], mnist["train_labels"][:m], renders, labels
+
+
+def networks(device: torch.device, size: dict, images: tuple, compare, workers: int,
+             folder: Path) -> None:
+    """Time the refiner and the pixel C2ST's detector on `images` (bench_images), each in the
+    project's loop and in the reference loop (PNG files through a DataLoader, `workers` workers,
+    in `folder`); `compare` takes each pair."""
+    from classifiers.detector import GapConfig, make_net, to_input, train_net
+    from classifiers.digits import ClassifierConfig, make_cnn
+    from gan.config import RefinerConfig
+    from gan.train import train_refiner
+
+    real, real_labels, renders, labels = images
+    m = len(real)
+    png_renders = PngImages(write_pngs(renders, folder / "renders"), labels)
+    png_real = PngImages(write_pngs(real, folder / "real"), real_labels)
+    cfg = RefinerConfig(steps=size["refiner_steps"], log_every=10 ** 9)
+    semantic = make_cnn(ClassifierConfig().width)  # untrained: the cost of the loss is what counts
+
+    def refiner(batches=None):
+        return train_refiner(real, renders, labels, cfg, 0, device, classifier=semantic,
+                             real_labels=real_labels, batches=batches)
+
+    pairs = forever(loader(UnalignedPngs(png_renders, png_real), cfg.batch_size, device, workers))
+    compare("refiner", refiner, lambda: refiner(pairs), cfg.steps, cfg.batch_size)
+
+    gap_cfg = GapConfig(steps=size["gap_steps"])
+    x = to_input(np.concatenate([real, renders]), "pixel", gap_cfg.max_side)
+    y = torch.cat([torch.zeros(m), torch.ones(m)])
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x = (x - mean) / std
+
+    def bce(out, t):
+        return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], t)
+
+    def gap(batches=None):
+        torch.manual_seed(0)
+        train_net(make_net(x, "small", gap_cfg.width), bce, x, y, gap_cfg, 0, device,
+                  batches=batches)
+
+    # to_tensor reads [0, 1], as the project's pixel inputs: the same standardisation
+    both = PngImages(png_real.files + png_renders.files, y, mean, std)
+    batches = forever(loader(both, gap_cfg.batch_size, device, workers))
+    compare("gap detector (c2st-pixel)", gap, lambda: gap(batches), gap_cfg.steps,
+            gap_cfg.batch_size)
 
 
 def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | None = None) -> dict:
     """Every figure of the bench on `device` (at `sizes`, default SIZES of its type); {"device",
     "torch", "threads", "sizes", "rows", ...}."""
-    from classifiers.detector import DEFAULTS as GAP, make_net, to_input, train_net
-    from classifiers.digits import DEFAULTS as CLF, make_cnn, train_classifiers
-    from gan.train import DEFAULTS as GAN, train_refiner
-    from renderers.fontfiles import discover
-    from renderers.fonts import render_digits
-    from synthgap.data.mnist import load_mnist
+    from synthgap.devices import device_name
 
     size = sizes or SIZES[device.type]
-    m = size["images"]  # real images and renders a side
     rows: list[dict] = []
     cores = os.cpu_count() or 1
     workers = min(4, cores)  # DataLoader workers of the reference loops
@@ -145,61 +212,14 @@ def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | N
         add({"part": part, "loop": "project / DataLoader", "unit": "x",
              "median": medians[0] / medians[1], "low": None, "high": None, "repeats": repeats})
 
-    fonts = [c.path for c in discover() if c.ok]
-    n = size["digits"]
-    for w in sorted({1, cores}):
-        # a call starts its worker processes, whose glyph caches start cold
-        add(figure("font rendering", f"{w} worker(s), {n} a call", "digits/s", n, timed(
-            lambda: render_digits(fonts, n, 0, workers=w), repeats, device)))
-
-    mnist = load_mnist()
-    real, real_labels = mnist["train_images"][:m, None], mnist["train_labels"][:m]
-    renders, labels = render_digits(fonts, m, 1)
-    steps, batch = size["classifier_steps"], CLF["batch_size"]
-    cell = ([(real, real_labels, 0.5), (renders, labels, 0.5)], 0)
-    for g in (1, size["group"]):
-        seconds = timed(lambda: train_classifiers([cell] * g, {"steps": steps}, device),
-                        repeats, device)
-        part = "classifier cell" if g == 1 else f"classifier, {g} cells at once"
-        add(figure(part, "project", "cell-steps/s", g * steps, seconds))
-        add(figure(part, "project", "images/s", g * steps * batch, seconds))
-
+    images = bench_images(size["images"])
+    rendering_and_classifier(device, size, repeats, images, add)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        png_renders = PngImages(write_pngs(renders, folder / "renders"), labels)
-        png_real = PngImages(write_pngs(real, folder / "real"), real_labels)
-        steps, batch = size["refiner_steps"], GAN["batch_size"]
-        cfg = {"steps": steps, "log_every": 10 ** 9}
-        semantic = make_cnn(CLF["width"])  # untrained: the cost of the loss is what counts
-
-        def refiner(batches=None):
-            return train_refiner(real, renders, labels, cfg, 0, device, classifier=semantic,
-                                 real_labels=real_labels, batches=batches)
-
-        pairs = forever(loader(UnalignedPngs(png_renders, png_real), batch, device, workers))
-        compare("refiner", refiner, lambda: refiner(pairs), steps, batch)
-
-        steps, batch = size["gap_steps"], GAP["batch_size"]
-        x = to_input(np.concatenate([real, renders]), "pixel", GAP["max_side"])
-        y = torch.cat([torch.zeros(m), torch.ones(m)])
-        mean, std = x.mean(0), x.std(0) + 1e-6
-        x = (x - mean) / std
-
-        def bce(out, t):
-            return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], t)
-
-        def gap(batches=None):
-            torch.manual_seed(0)
-            train_net(make_net(x, "small", GAP["width"]), bce, x, y, {**GAP, "steps": steps}, 0,
-                      device, batches=batches)
-
-        # to_tensor reads [0, 1], as the project's pixel inputs: the same standardisation
-        both = PngImages(png_real.files + png_renders.files, y, mean, std)
-        batches = forever(loader(both, batch, device, workers))
-        compare("gap detector (c2st-pixel)", gap, lambda: gap(batches), steps, batch)
-    return {"device": device_name(device), "device_type": device.type,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "cores": cores,
-            "dataloader_workers": workers, "sizes": size, "rows": rows}
+        networks(device, size, images, compare, workers, Path(tmp))
+    name = device_name(device.type) + ("" if device.type == "cuda" else f", {cores} cores")
+    return {"device": name, "device_type": device.type, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cores": cores, "dataloader_workers": workers,
+            "sizes": size, "rows": rows}
 
 
 def markdown(result: dict) -> str:

@@ -1,5 +1,5 @@
 """Results tables and their statistics, TensorBoard scalars and image grids (the figures are in
-synthgap/figures.py)."""
+synthgap/study/figures.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthgap.figures import budget_then_seed, d_accuracy_figure, error_figure, gap_figure
+from synthgap.study.figures import budget_then_seed, d_accuracy_figure, error_figure, gap_figure
 
 # two-sided 95 % critical values of Student's t for 1..30 degrees of freedom
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -303,3 +303,55 @@ def gap_table(path: Path):
         table.add_row(r["source"], r["budget"], r["instrument"], f"{float(r['auc']):.3f}", ci,
                       f"{float(r['accuracy']):.3f}", f"{float(r['frechet']):.2f}", retention)
     return table
+
+
+# the lines around the results block of a README (`pipeline report EXP --readme`)
+README_BEGIN = "<!-- results of {experiment}: written by `pipeline report {experiment} --readme` -->"
+README_END = "<!-- end of results -->"
+
+
+def readme_block(summary: list[dict], experiment: str, page: str, figure: str) -> str:
+    """The README's results block: the test error of every mixture by budget, in %, with its
+    interval, the error-vs-data figure and a link to the run's full tables."""
+    budgets = sorted({int(r["budget"]) for r in summary})
+    seeds = max(int(r["n_seeds"]) for r in summary)
+    cells = {(r["mixture"], int(r["budget"])): r for r in summary}
+    lines = [README_BEGIN.format(experiment=experiment),
+             f"MNIST test error in %, the mean over {seeds} seeds with its 95 % interval "
+             f"(`{experiment}`; all its tables: [{page}]({page})).", "",
+             "| mixture | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
+             "|---|" + "---:|" * len(budgets)]
+    for mixture in sorted({r["mixture"] for r in summary}):
+        row = [f"{100 * float(c['mean_error']):.2f} ({100 * float(c['ci95_low']):.2f}–"
+               f"{100 * float(c['ci95_high']):.2f})" if (c := cells.get((mixture, b))) else ""
+               for b in budgets]
+        lines.append(f"| {mixture} | " + " | ".join(row) + " |")
+    lines += ["", f"![MNIST test error against real training images]({figure})", README_END]
+    return "\n".join(lines)
+
+
+def publish_results(report: Path, readme: Path, experiment: str) -> list[Path]:
+    """Publish a finished report into a project: its results.md and error-vs-data figure under
+    docs/results/ beside `readme`, and the README's results block (between README_BEGIN and
+    README_END) written anew. Returns the files written."""
+    import os
+    import shutil
+
+    from synthgap.errors import UserError
+
+    begin, text = README_BEGIN.format(experiment=experiment), readme.read_text()
+    if text.count(begin) != 1 or text.count(README_END) != 1:
+        raise UserError(f"{readme} has no results block of {experiment}: put the line "
+                        f"'{begin}' and, below it, '{README_END}' where the results belong")
+    results = readme.parent / "docs" / "results"
+    page, figure = results / f"{experiment}.md", results / f"{experiment}-error_vs_data.png"
+    results.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report / "results.md", page)
+    shutil.copyfile(report / "plots" / "error_vs_data.png", figure)
+    block = readme_block(read_csv(report / "summary.csv"), experiment,
+                         *(p.relative_to(readme.parent).as_posix() for p in (page, figure)))
+    head, rest = text.split(begin)
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    tmp.write_text(head + block + rest.split(README_END, 1)[1])
+    os.replace(tmp, readme)
+    return [page, figure, readme]

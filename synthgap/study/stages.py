@@ -1,6 +1,7 @@
-"""The stage functions of the experiments: each reads its inputs (folders of upstream stages),
-calls the library, and writes its files into `out`. Heavy imports stay inside the functions so the
-runner can plan without loading torch."""
+"""The stage functions of the study: each reads its inputs (folders of upstream stages), turns the
+dict form of its settings in `params` back into their dataclass, calls the library, and writes its
+files into `out`. A stage's key holds the code its function uses, with every project module it
+imports (synthgap/runner/codehash.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from classifiers.digits import load_model, save_model
 from synthgap.data.imageset import ImageSet, load_imageset, save_imageset
+from synthgap.devices import resolve_device
 
 MIXTURES = ("real", "font", "gan", "tone", "real+font", "real+gan", "real+tone", "real+composite")
 # The files each kind of stage writes: the runner checks them before it marks a stage done, and a
@@ -64,14 +66,15 @@ def budget(params, inputs, out, ctx):
 def render_fonts(params, inputs, out, ctx):
     """`total` class-balanced font renders with the configured augmentation; fonts.npz + fonts.json."""
     from renderers.fontfiles import discover
-    from renderers.fonts import render_digits
+    from renderers.fonts import FontsConfig, render_digits
 
-    checks = discover(params["folders"], exclude=params["exclude"])
+    cfg = FontsConfig(**params["fonts"])
+    checks = discover(cfg.folders, exclude=cfg.exclude)
     fonts = [c for c in checks if c.ok]
-    knobs = {k: v for k, v in params.items() if k not in ("folders", "exclude", "total", "seed")}
-    images, labels = render_digits([c.path for c in fonts], params["total"], params["seed"], knobs,
+    images, labels = render_digits([c.path for c in fonts], params["total"], cfg.seed, cfg,
                                    workers=ctx.workers(), progress=ctx.report)
-    save_imageset(ImageSet(images, labels, {"source": "font", **params}), out / "fonts.npz")
+    save_imageset(ImageSet(images, labels, {"source": "font", **params["fonts"],
+                                            "total": params["total"]}), out / "fonts.npz")
     used = [{"file": c.path, "family": c.family, "sha256": c.sha256} for c in fonts]
     rejected = [{"file": c.path, "reason": c.reason} for c in checks if not c.ok]
     (out / "fonts.json").write_text(json.dumps({"used": used, "rejected": rejected}, indent=2))
@@ -80,20 +83,20 @@ def render_fonts(params, inputs, out, ctx):
 
 def render_composites(params, inputs, out, ctx):
     """Cut-outs of font renders pasted on plain canvases with one blending mode."""
-    from renderers.composite import composite
+    from renderers.composite import CompositesConfig, composite
 
+    cfg = CompositesConfig(**params["composites"])
     fonts = load_imageset(Path(inputs["fonts"]) / "fonts.npz")
-    knobs = {k: v for k, v in params.items() if k not in ("mode", "count", "seed")}
-    images, labels = composite(fonts.images, fonts.labels, params["count"], params["mode"],
-                               params["seed"], knobs)
-    save_imageset(ImageSet(images, labels, {"source": f"composite-{params['mode']}", **params}),
+    images, labels = composite(fonts.images, fonts.labels, cfg.count, params["mode"], cfg.seed, cfg)
+    save_imageset(ImageSet(images, labels, {"source": f"composite-{params['mode']}",
+                                            **params["composites"], "mode": params["mode"]}),
                   out / "composites.npz")
     return {"images": len(labels)}
 
 
 def mixture_sources(params, inputs, real, load=load_imageset):
     """[(images, labels, batch fraction)] of a classify cell's mixture (`load` reads an ImageSet)."""
-    mixture, f = params["mixture"], params.get("synthetic_fraction", 0.0)
+    mixture, f = params["mixture"], params["synthetic_fraction"]
     if mixture == "real":
         return [(real.images, real.labels, 1.0)]
     kind = mixture.removeprefix("real+")
@@ -126,13 +129,13 @@ def classify_cells(params_list, inputs_list, outs, ctx):
     as if trained alone: its model and its test error."""
     import functools
 
-    from classifiers.digits import DEFAULTS, error_rate, resolve_device, train_classifiers
+    from classifiers.digits import ClassifierConfig, error_rate, train_classifiers
 
     device = resolve_device(ctx.device)
     load = functools.lru_cache(maxsize=None)(load_imageset)  # a set shared by cells is read once
-    cfg = {k: v for k, v in params_list[0].items() if k in DEFAULTS}
-    if any({k: v for k, v in p.items() if k in DEFAULTS} != cfg for p in params_list):
+    if any(p["classifier"] != params_list[0]["classifier"] for p in params_list):
         raise ValueError("the cells of a group must share their [classifier] settings")
+    cfg = ClassifierConfig(**params_list[0]["classifier"])
     cells, reals = [], []
     for params, inputs in zip(params_list, inputs_list):
         reals.append(load(Path(inputs["budget"]) / "budget.npz"))
@@ -146,19 +149,19 @@ def classify_cells(params_list, inputs_list, outs, ctx):
         results.append({"test_error": error_rate(model, test.images, test.labels, device),
                         "n_real": n_real,
                         "n_synthetic": sum(len(s[0]) for s in sources) - n_real,
-                        "steps": params["steps"], "device": str(device)})
+                        "steps": cfg.steps, "device": str(device)})
     return results
 
 
 def oracle(params, inputs, out, ctx):
     """The evaluation-only classifier, trained on the whole pool: judges label retention and
     gives the features of the Fréchet distance. Never a training source."""
-    from classifiers.digits import DEFAULTS, error_rate, resolve_device, train_classifier
+    from classifiers.digits import ClassifierConfig, error_rate, train_classifier
 
     device = resolve_device(ctx.device)
     pool = load_imageset(Path(inputs["split"]) / "pool.npz")
     test = load_imageset(Path(inputs["mnist"]) / "test.npz")
-    cfg = {k: v for k, v in params.items() if k in DEFAULTS}
+    cfg = ClassifierConfig(**params["classifier"])
     model = train_classifier([(pool.images, pool.labels, 1.0)], cfg, params["seed"], device,
                              ctx.report)
     save_model(model, out / "model.safetensors")
@@ -172,34 +175,32 @@ def train_refiner(params, inputs, out, ctx):
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from classifiers.digits import DEFAULTS, resolve_device, train_classifier
-    from gan.train import DEFAULTS as GAN, train_refiner as train
+    from gan.config import RefinerConfig
+    from gan.train import semantic_classifier, train_refiner as train
     from gan.weights import save_refiner
 
     device = resolve_device(ctx.device)
     real = load_imageset(Path(inputs["budget"]) / "budget.npz")
     fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
-    cfg = {k: v for k, v in params.items() if k in GAN}
+    cfg = RefinerConfig(**params["refiner"])
     val = None
-    if params["val_images"] > 0:  # the split's held-out real digits, never trained on
+    if cfg.val_images > 0:  # the split's held-out real digits, never trained on
         holdout = load_imageset(Path(inputs["split"]) / "holdout.npz")
         pick = np.random.default_rng(params["seed"]).permutation(len(holdout.labels))
-        pick = np.sort(pick[:params["val_images"]])
+        pick = np.sort(pick[:cfg.val_images])
         val = (holdout.images[pick], holdout.labels[pick])
     classifier = None
-    if cfg.get("lambda_sem", GAN["lambda_sem"]) > 0:
-        clf = {**DEFAULTS, "steps": cfg.get("sem_steps", GAN["sem_steps"])}
-        classifier = train_classifier([(fonts.images, fonts.labels, 1.0)], clf, params["seed"],
-                                      device)
+    if cfg.semantic(fonts.labels):
+        classifier = semantic_classifier(fonts.images, fonts.labels, cfg, params["seed"], device)
     start = time.time()
     writer = SummaryWriter(str(out / "tb"))
     nets, history = train(real.images, fonts.images, fonts.labels, cfg, params["seed"], device,
                           ctx.report, writer, classifier, real.labels, val=val)
     writer.close()
     seconds = time.time() - start
-    save_refiner(nets, out / "refiner.safetensors", {**GAN, **cfg}, real.images.shape[1])
+    save_refiner(nets, out / "refiner.safetensors", cfg, real.images.shape[1])
     (out / "losses.json").write_text(json.dumps(history))
-    return {"train_seconds": seconds, "steps_per_second": cfg.get("steps", GAN["steps"]) / seconds,
+    return {"steps_per_second": cfg.steps / seconds, "train_seconds": seconds,
             "real_images": len(real), "final_losses": history[-1] if history else {},
             "d_accuracy": [h["d_accuracy"] for h in history if "d_accuracy" in h],
             "d_accuracy_val": [h["d_accuracy_val"] for h in history if "d_accuracy_val" in h],
@@ -233,7 +234,6 @@ def refine(params, inputs, out, ctx):
     """G applied to every font render (`variants` times, each with its own noise), with
     `match_levels` each one's grey levels then matched to a real budget image's of like ink; the
     oracle's label retention on the refined images."""
-    from classifiers.digits import resolve_device
     from gan.refine import refine as apply
     from gan.weights import load_generator
 
@@ -258,7 +258,6 @@ def tone(params, inputs, out, ctx):
     """The tone-curve baseline: every font render through the monotone lookup table that matches
     its grey levels to the budget's real images (renderers/tone.py), with `match_levels` then each
     one's to a real budget image's of its digit; the oracle's retention."""
-    from classifiers.digits import resolve_device
     from renderers.tone import apply_tone_curve, fit_tone_curve, match_to_real
 
     device = resolve_device(ctx.device)
@@ -280,23 +279,20 @@ def gap(params, inputs, out, ctx):
     """The gap instruments on one source against the real holdout: C2ST on pixels and on Fourier
     log-magnitude, Deep SVDD trained on holdout images only, and the Fréchet distance in the
     oracle's features. The real-vs-real control compares the holdout with pool images."""
-    import numpy as np
-
-    from classifiers.detector import DEFAULTS, c2st, deep_svdd
-    from classifiers.digits import resolve_device
+    from classifiers.detector import GapConfig, c2st, deep_svdd
     from classifiers.frechet import features, frechet_distance
 
     device = resolve_device(ctx.device)
+    cfg = GapConfig(**params["gap"])
     holdout = load_imageset(Path(inputs["split"]) / "holdout.npz").images
-    rng = np.random.default_rng(params["seed"])
+    rng = np.random.default_rng(cfg.seed)
     other = load_imageset(Path(inputs["source"]) / params["file"]).images
-    other = other[rng.permutation(len(other))[:params["samples"]]]
-    real = holdout[rng.permutation(len(holdout))[:params["samples"]]]
-    cfg = {k: v for k, v in params.items() if k in DEFAULTS}
-    rows = [c2st(real, other, kind, cfg, params["seed"], device, ctx.report)
+    other = other[rng.permutation(len(other))[:cfg.samples]]
+    real = holdout[rng.permutation(len(holdout))[:cfg.samples]]
+    rows = [c2st(real, other, kind, cfg, cfg.seed, device, ctx.report)
             for kind in ("pixel", "fourier", "grey")]
     half = len(real) // 2  # SVDD learns from one half of the real images, is tested on the other
-    rows.append(deep_svdd(real[:half], real[half:], other[len(other) // 2:], cfg, params["seed"],
+    rows.append(deep_svdd(real[:half], real[half:], other[len(other) // 2:], cfg, cfg.seed,
                           device, ctx.report))
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
     fd = frechet_distance(features(oracle, real, device), features(oracle, other, device))
@@ -305,7 +301,7 @@ def gap(params, inputs, out, ctx):
 
 def report(params, inputs, out, ctx):
     """results.csv, summary.csv, plots and TensorBoard from every classify cell."""
-    from synthgap.report import write_report
+    from synthgap.study.report import write_report
 
     rows = []
     for name, folder in inputs.items():
@@ -316,8 +312,7 @@ def report(params, inputs, out, ctx):
         rows.append({"mixture": p["mixture"], "budget": p["budget"], "seed": p["seed"],
                      "test_error": m["test_error"], "n_real": m["n_real"],
                      "n_synthetic": m["n_synthetic"], "steps": m["steps"],
-                     "synthetic_fraction": p.get("synthetic_fraction",
-                                                 0.0 if p["mixture"] == "real" else 1.0)})
+                     "synthetic_fraction": p["synthetic_fraction"]})
     grids = {"real": load_imageset(Path(inputs["split"]) / OUTS["split"][0]).images[:64]}
     for name, folder in inputs.items():  # a sample of every source of synthetic images
         if name.startswith(("render_", "refine/", "tone/")):
