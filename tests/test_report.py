@@ -55,8 +55,10 @@ def test_paired_uses_the_seeds_both_ran_and_results_md_shows_it():
     lines = paired_lines(pairs)
     assert lines[-1] == ("| gan | font | -0.0100 (-0.0100 – -0.0100) "
                          "| +0.0000 (-0.0020 – +0.0020) |")  # no -0.0000
-    md = results_markdown("study", summarize(rows), [], {}, {}, pairs=pairs)
+    md = results_markdown("study", summarize(rows), [], {}, {}, pairs=pairs,
+                          machines=["AMD EPYC, torch 2.0", "x86_64 CPU, torch 2.1"])
     assert "## Paired differences" in md and lines[-1] in md
+    assert "cells ran on AMD EPYC, torch 2.0; x86_64 CPU, torch 2.1." in md.splitlines()[2]
 
 
 def test_the_readme_block_is_written_from_the_report_and_nothing_else_moves(tmp_path):

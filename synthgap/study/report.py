@@ -148,12 +148,15 @@ def d_accuracy_lines(histories: dict[str, list[dict]]) -> list[str]:
 
 def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
                      refiners: dict, tones: dict, note: str = "",
-                     histories: dict | None = None, pairs: list[dict] | None = None) -> str:
+                     histories: dict | None = None, pairs: list[dict] | None = None,
+                     machines: list[str] | None = None) -> str:
     """results.md: the error, paired-difference, gap, retention and discriminator tables of a
-    finished run."""
+    finished run; `machines`: what its cells ran on (the same code gives other floats on another
+    CPU's kernels)."""
     budgets = sorted({int(r["budget"]) for r in summary})
     lines = [f"# Results of `{experiment}`", "",
-             note or f"Written by `pipeline report {experiment}` from the run's cached stages.", "",
+             note or f"Written by `pipeline report {experiment}` from the run's cached stages."
+             + (f" Its classifier cells ran on {'; '.join(machines)}." if machines else ""), "",
              "## MNIST test error", "",
              "Mean over seeds with its 95 % t interval; the MNIST test set (10,000 digits).", "",
              "| mixture | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
@@ -202,7 +205,7 @@ def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
 def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                  refiners: dict | None = None, gaps: list[dict] | None = None,
                  histories: dict | None = None, experiment: str = "",
-                 tones: dict | None = None) -> list[dict]:
+                 tones: dict | None = None, machines: list[str] | None = None) -> list[dict]:
     """results.csv, summary.csv, paired.csv, results.md, plots/ and tb/ in `out`; return the
     summary.
 
@@ -268,7 +271,8 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
     writer.close()
     (out / "results.md").write_text(results_markdown(experiment, summary, gaps or [],
                                                      refiners or {}, tones or {},
-                                                     histories=histories, pairs=pairs))
+                                                     histories=histories, pairs=pairs,
+                                                     machines=machines))
     return summary
 
 
@@ -317,8 +321,8 @@ def readme_block(summary: list[dict], experiment: str, page: str, figure: str) -
     seeds = max(int(r["n_seeds"]) for r in summary)
     cells = {(r["mixture"], int(r["budget"])): r for r in summary}
     lines = [README_BEGIN.format(experiment=experiment),
-             f"MNIST test error in %, the mean over {seeds} seeds with its 95 % interval "
-             f"(`{experiment}`; all its tables: [{page}]({page})).", "",
+             f"MNIST test error in %: the mean over {seeds} seeds of `{experiment}`, with its 95 % "
+             "interval.", f"All the run's tables, and the machine it ran on: [{page}]({page}).", "",
              "| mixture | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
              "|---|" + "---:|" * len(budgets)]
     for mixture in sorted({r["mixture"] for r in summary}):

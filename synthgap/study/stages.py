@@ -303,12 +303,14 @@ def report(params, inputs, out, ctx):
     """results.csv, summary.csv, plots and TensorBoard from every classify cell."""
     from synthgap.study.report import write_report
 
-    rows = []
+    rows, machines = [], set()
     for name, folder in inputs.items():
         if not name.startswith("classify/"):
             continue
         meta = json.loads((Path(folder) / "meta.json").read_text())
         p, m = meta["params"], meta["metrics"]
+        machines.add(f"{meta.get('ran', {}).get('device_name', 'an unnamed device')}, torch "
+                     f"{meta['versions'].get('torch', '?')}")
         rows.append({"mixture": p["mixture"], "budget": p["budget"], "seed": p["seed"],
                      "test_error": m["test_error"], "n_real": m["n_real"],
                      "n_synthetic": m["n_synthetic"], "steps": m["steps"],
@@ -338,6 +340,7 @@ def report(params, inputs, out, ctx):
             retention = kept.get(p["budget"], {}).get("label_retention", "")
             gaps += [{**r, "source": p["source"], "budget": p["budget"] or "", "frechet": m["frechet"],
                       "label_retention": retention} for r in m["rows"]]
-    summary = write_report(out, rows, grids, refiners, gaps, histories, params["experiment"], tones)
+    summary = write_report(out, rows, grids, refiners, gaps, histories, params["experiment"], tones,
+                           sorted(machines))
     return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
             "label_retention": {b: m["label_retention"] for b, m in sorted(refiners.items())}}
