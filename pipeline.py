@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from synthgap.devices import resolve_precision
 from synthgap.errors import UserError, fail
 from synthgap.runner import dag
 from synthgap.runner.run import Execution, RunLog, run as run_stages, run_env
@@ -50,7 +51,8 @@ def setup(exp: str, sets, workdir: Optional[Path]):
 
 def plan(stages, ws: Workspace, cfg, device: str, only=None, force=None) -> list[dict]:
     """The runner's plan of the graph, with the run's environment in every key."""
-    return dag.plan(stages, ws, only, force, run_env(cfg.runner.threads, device))
+    precision, _ = resolve_precision(cfg.runner.cpu_precision, device)
+    return dag.plan(stages, ws, only, force, run_env(cfg.runner.threads, device, precision))
 
 
 def print_results(folder: Path) -> None:
@@ -132,6 +134,7 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
         if cfg.runner.threads < 1:
             raise UserError(f"runner.threads must be at least 1, got {cfg.runner.threads}")
         rows = plan(stages, ws, cfg, device.value, only, force)
+        precision, why = resolve_precision(cfg.runner.cpu_precision, device.value)
     except (UserError, DataError, ValueError) as exc:
         fail(exc)
     todo = [r for r in rows if r["run"]]
@@ -145,10 +148,12 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     if removed:
         console.print(f"cleaned {len(removed)} leftover(s) of an interrupted run")
     ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None,
-                      threads=cfg.runner.threads, deterministic=cfg.runner.cuda_deterministic)
+                      threads=cfg.runner.threads, deterministic=cfg.runner.cuda_deterministic,
+                      precision=precision)
     log = RunLog(ws.root / "run.log", plain=not console.is_terminal)
     log(f"run {name}: {len(todo)} of {len(rows)} stages to run, {how.describe()}, --device "
         f"{device.value}" + (f", --set {' '.join(set_)}" if set_ else ""))
+    log(f"network stages compute in {why}")
     try:
         run_stages(stages, ws, ctx, rows, how, console=console, log=log, publish_to=dest)
     except dag.StageError as exc:
@@ -295,13 +300,19 @@ def bench(device: Device = typer.Option(Device.auto, "--device", help="auto pick
                                                    "here as JSON."),
           markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Also write "
                                                        "the table here as Markdown."),
-          repeats: int = typer.Option(3, "--repeats", min=3, help="Timed runs per figure.")):
+          repeats: int = typer.Option(3, "--repeats", min=3, help="Timed runs per figure."),
+          threads: int = typer.Option(1, "--threads", min=1, help="Torch threads: one, as each "
+                                      "worker of a run with --jobs N on N cores has."),
+          precision: str = typer.Option("auto", "--precision", help="The fast path timed beside "
+                                        "float32: auto (bf16 where the CPU has bf16 "
+                                        "instructions, else float32 channels-last) or bf16.")):
     """Measure, in one run on one device: font rendering (digits/s, one worker and all cores),
     classifier training (steps/s and images/s, one cell and a group of cells at once), refiner
-    training and one gap detector (steps/s and images/s), each beside a reference loop in the
-    common style of public CycleGAN code (PNG files, a Dataset, a DataLoader with workers) and
-    with their ratio. Each figure is the median of --repeats runs after a warm-up, with its range;
-    sizes are set per device type (synthgap/study/bench.py)."""
+    training and one gap detector (steps/s and images/s). Each network is timed in float32 and on
+    the fast path, with their ratio; the refiner and the detector also in a reference loop in the
+    common style of public CycleGAN code (PNG files, a Dataset, a DataLoader with workers). Each
+    figure is the median of --repeats runs after a warm-up, with its range; sizes are set per
+    device type (synthgap/study/bench.py)."""
     import json
 
     from synthgap.devices import resolve_device
@@ -309,14 +320,17 @@ def bench(device: Device = typer.Option(Device.auto, "--device", help="auto pick
 
     try:
         dev = resolve_device(device.value)
+        fast, why = resolve_precision(precision, device.value)
     except UserError as exc:
         fail(exc)
     for flag, path in (("--json", json_path), ("--markdown", markdown_path)):
         if path is not None and not path.parent.is_dir():
             fail(UserError(f"{flag} {path}: folder {path.parent} does not exist"))
-    console.print(f"bench on {dev.type}; each figure: median of {repeats} runs (lowest-highest)",
-                  highlight=False)
-    result = run_bench(dev, repeats, log=lambda line: console.print(line, highlight=False))
+    console.print(f"bench on {dev.type}, {threads} thread(s), fast path: {why}; each figure: "
+                  f"median of {repeats} runs (lowest-highest)", highlight=False)
+    result = run_bench(dev, repeats, log=lambda line: console.print(line, highlight=False),
+                       fast=fast, threads=threads)
+    result["fast_why"] = why
     table = Table(title=f"pipeline bench: {result['device']}, torch {result['torch']}, "
                         f"{result['threads']} threads")
     for col in ("part", "loop", "median", "range", "unit"):

@@ -161,10 +161,11 @@ def metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
 
 
 def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg: DetectConfig,
-           seed: int, device, progress=None) -> tuple[list[dict], dict]:
+           seed: int, device, progress=None, precision=None) -> tuple[list[dict], dict]:
     """Train one detector per input kind on half of `real` against half of `synthetic[0]` (a fifth
-    of that half kept to choose a threshold), and test it on the other halves and on every other
-    synthetic set (as many images as the real test half). Returns the rows (instrument, set,
+    of that half kept to choose a threshold; in `precision`, synthgap/devices.py), and test it on
+    the other halves and on every other synthetic set (as many images as the real test half).
+    Returns the rows (instrument, set,
     metrics) and {kind: (net, mean, std)} of the trained detectors, plus the scores per set."""
     import torch
 
@@ -189,7 +190,7 @@ def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg:
 
         net, scores, (mean, std) = fit_scores(
             inputs(np.concatenate(train)), y, [inputs(e.reshape(-1, *e.shape[2:])) for e in evals],
-            cfg, seed, device, progress, cfg.arch, cfg.init)
+            cfg, seed, device, progress, cfg.arch, cfg.init, precision)
         # one score per image: the mean over its crops
         scores = [sc.reshape(len(e), -1).mean(1) for sc, e in zip(scores, evals)]
         threshold = best_threshold(np.r_[scores[0], scores[1]],
@@ -203,7 +204,7 @@ def detect(real: np.ndarray, synthetic: list[np.ndarray], kinds: list[str], cfg:
     # Deep SVDD learns from the real training crops alone; tested on each set's first test crop
     for j in range(len(tests)):
         row = deep_svdd(train[0], evals[2][:, 0], evals[3 + j][:, 0], cfg, seed, device, progress,
-                        with_scores=True)
+                        with_scores=True, precision=precision)
         dist = np.r_[row["scores"]]
         labels = np.r_[np.zeros(len(row["scores"][0])), np.ones(len(row["scores"][1]))]
         rows.append({**row, **metrics(dist - np.median(dist), labels, 0.0), "set": j})

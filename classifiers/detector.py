@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthgap.devices import Precision, default_precision
+
 
 @dataclass
 class GapConfig:
@@ -126,10 +128,10 @@ def start_from(net: nn.Module, path) -> int:
 
 def fit_scores(x_train: torch.Tensor, y_train: torch.Tensor, evals: list[torch.Tensor],
                cfg: GapConfig, seed: int, device: torch.device, progress=None, arch: str = "small",
-               init: str | None = None):
+               init: str | None = None, precision: Precision | None = None):
     """Standardise on the training inputs, train a detector (BCE, real 0, synthetic 1; `arch`,
-    from the weights file `init` if given) and score every tensor of `evals`; returns (net,
-    [scores], (mean, std))."""
+    from the weights file `init` if given; in `precision`) and score every tensor of `evals`;
+    returns (net, [scores], (mean, std))."""
     mean, std = x_train.mean(0, keepdim=True), x_train.std(0, keepdim=True) + 1e-6
     x_train, *evals = [(t - mean) / std for t in (x_train, *evals)]
     torch.manual_seed(seed)
@@ -137,7 +139,7 @@ def fit_scores(x_train: torch.Tensor, y_train: torch.Tensor, evals: list[torch.T
     if init:
         start_from(net, init)
     net = train_net(net, lambda out, t: F.binary_cross_entropy_with_logits(out[:, 0], t),
-                    x_train, y_train, cfg, seed, device, progress)
+                    x_train, y_train, cfg, seed, device, progress, precision=precision)
     return net, [scores_of(net, e, device)[:, 0] for e in evals], (mean, std)
 
 
@@ -205,17 +207,19 @@ RESIDENT = 2 << 30  # training inputs up to this many bytes move to the device o
 
 
 def train_net(net, loss_fn, x: torch.Tensor, y: torch.Tensor | None, cfg: GapConfig, seed: int,
-              device: torch.device, progress=None, batches=None):
+              device: torch.device, progress=None, batches=None,
+              precision: Precision | None = None):
     """Train `net` for `cfg.steps` steps on batches drawn from `x` (and targets `y`), moved to
     the device once unless larger than RESIDENT bytes; the draw is on the CPU, so it is the same on
-    every device. `batches`, an
-    iterator of CPU (inputs, targets) batches, replaces the draw (the reference data path of
-    `pipeline bench`). On CUDA the forward pass runs in bf16 autocast."""
+    every device. `batches`, an iterator of CPU (inputs, targets) batches, replaces the draw (the
+    reference data path of `pipeline bench`). The forward pass runs in `precision` (default: the
+    device's; synthgap/devices.py), the loss in float32; the net comes back contiguous, in eval
+    mode."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    net.to(device).train()
+    mode = precision or default_precision(device)
+    mode.net(net.to(device)).train()
     cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     if batches is None and x.element_size() * x.nelement() <= RESIDENT:
         x, y = x.to(device), None if y is None else y.to(device)
     for step in range(cfg.steps):
@@ -226,14 +230,14 @@ def train_net(net, loss_fn, x: torch.Tensor, y: torch.Tensor | None, cfg: GapCon
             xb, yb = x[idx].to(device), None if y is None else y[idx].to(device)
         else:
             xb, yb = (t.to(device, non_blocking=True) for t in next(batches))
-        with autocast:
-            loss = loss_fn(net(xb).float(), yb)
+        with mode.autocast(device):
+            loss = loss_fn(net(mode.batch(xb)).float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress is not None and ((step + 1) % 50 == 0 or step + 1 == cfg.steps):
             progress(step + 1, cfg.steps)
-    return net.eval()
+    return mode.plain(net).eval()
 
 
 @torch.no_grad()
@@ -251,8 +255,9 @@ def balanced(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator):
 
 def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel",
          cfg: GapConfig | None = None, seed: int = 0, device: torch.device = torch.device("cpu"),
-         progress=None) -> dict:
-    """Classifier two-sample test on balanced sets; train on half of each, test on the rest."""
+         progress=None, precision: Precision | None = None) -> dict:
+    """Classifier two-sample test on balanced sets; train on half of each (in `precision`), test
+    on the rest."""
     cfg = cfg or GapConfig()
     rng = np.random.default_rng(seed)
     real, synthetic = balanced(real, synthetic, rng)
@@ -261,7 +266,8 @@ def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel",
     x = to_input(np.concatenate([real, synthetic]), kind, cfg.max_side)
     y = torch.cat([torch.zeros(n), torch.ones(n)])
     train_idx, test_idx = np.concatenate([ra, n + sa]), np.concatenate([rb, n + sb])
-    _, (s,), _ = fit_scores(x[train_idx], y[train_idx], [x[test_idx]], cfg, seed, device, progress)
+    _, (s,), _ = fit_scores(x[train_idx], y[train_idx], [x[test_idx]], cfg, seed, device, progress,
+                            precision=precision)
     labels = y[test_idx].numpy()
     return {"instrument": f"c2st-{kind}", **score_metrics(s, labels)}
 
@@ -269,9 +275,9 @@ def c2st(real: np.ndarray, synthetic: np.ndarray, kind: str = "pixel",
 def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarray,
               cfg: GapConfig | None = None, seed: int = 0,
               device: torch.device = torch.device("cpu"), progress=None,
-              with_scores: bool = False) -> dict:
-    """One-class Deep SVDD trained on real images only; AUC of distance, real_test vs synthetic
-    (and, `with_scores`, the distances of each side as "scores")."""
+              with_scores: bool = False, precision: Precision | None = None) -> dict:
+    """One-class Deep SVDD trained on real images only (in `precision`); AUC of distance,
+    real_test vs synthetic (and, `with_scores`, the distances of each side as "scores")."""
     cfg = cfg or GapConfig()
     rng = np.random.default_rng(seed)
     real_test, synthetic = balanced(real_test, synthetic, rng)
@@ -285,7 +291,7 @@ def deep_svdd(real_train: np.ndarray, real_test: np.ndarray, synthetic: np.ndarr
     c[(c.abs() < 0.01) & (c < 0)] = -0.01  # keep coordinates off zero, where a dead unit sits
     c[(c.abs() < 0.01) & (c >= 0)] = 0.01
     net = train_net(net, lambda out, _: ((out - c) ** 2).sum(1).mean(), x_train, None, cfg, seed,
-                    device, progress)
+                    device, progress, precision=precision)
     dist = ((torch.as_tensor(scores_of(net, x_test, device)) - c.cpu()) ** 2).sum(1).numpy()
     labels = np.r_[np.zeros(len(real_test)), np.ones(len(synthetic))]
     # balanced sets: call the farther half synthetic

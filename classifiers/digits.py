@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from synthgap.devices import Precision, default_precision
+
 
 @dataclass
 class ClassifierConfig:
@@ -135,14 +137,17 @@ def dropout_mask(shape: tuple, p: float, gen: torch.Generator, device) -> torch.
 
 
 def train_classifier(sources: list[tuple[np.ndarray, np.ndarray, float]], cfg: ClassifierConfig,
-                     seed: int, device: torch.device, progress=None) -> nn.Module:
+                     seed: int, device: torch.device, progress=None,
+                     precision: Precision | None = None) -> nn.Module:
     """Train a fresh CNN on `sources` = [(images uint8 [N,C,H,W], labels, batch fraction), ...]."""
-    return train_classifiers([(sources, seed)], cfg, device, progress)[0]
+    return train_classifiers([(sources, seed)], cfg, device, progress, precision)[0]
 
 
 def train_classifiers(cells: list[tuple[list, int]], cfg: ClassifierConfig, device: torch.device,
-                      progress=None) -> list[nn.Module]:
-    """Train one fresh CNN per cell (sources, seed), all cells at once as one `CellGroup`.
+                      progress=None, precision: Precision | None = None) -> list[nn.Module]:
+    """Train one fresh CNN per cell (sources, seed), all cells at once as one `CellGroup`, in
+    `precision` (default: the device's, synthgap/devices.py); the models come back float32 and
+    contiguous, as if trained alone in float32.
 
     Each cell keeps what it would have alone: its initial weights (drawn after
     `torch.manual_seed(seed)`), its own generator for batches, augmentation and dropout masks, its
@@ -168,10 +173,10 @@ def train_classifiers(cells: list[tuple[list, int]], cfg: ClassifierConfig, devi
         gens.append(torch.Generator(device=device).manual_seed(seed))
         data.append([(put(x), put(y)) for x, y, _ in sources])
         counts.append(batch_counts(cfg.batch_size, [f for _, _, f in sources]))
-    model = CellGroup(inits).to(device).train()
+    mode = precision or default_precision(device)
+    model = mode.net(CellGroup(inits).to(device)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     b, features = cfg.batch_size, (model.w1.shape[2], model.w1.shape[1])
     for step in range(cfg.steps):
         xs, ys, masks = [], [], ([], [])
@@ -186,8 +191,8 @@ def train_classifiers(cells: list[tuple[list, int]], cfg: ClassifierConfig, devi
             ys.append(torch.cat([p[1] for p in picked]))
             for mask, (p, n) in zip(masks, ((0.25, features[0]), (0.5, features[1]))):
                 mask.append(dropout_mask((b, n), p, gen, device))
-        x = torch.cat(xs, 1)  # [B, G·C, H, W]
-        with autocast:
+        x = mode.batch(torch.cat(xs, 1))  # [B, G·C, H, W]
+        with mode.autocast(device):
             logits = model(x, tuple(torch.stack(m, 1) for m in masks))
             loss = F.cross_entropy(logits.flatten(0, 1).float(), torch.stack(ys, 1).flatten(),
                                    reduction="sum") / b

@@ -51,6 +51,7 @@ from gan.measure import held_out_accuracy, triptych
 from gan.networks import (Refiner, discriminator, generator, init_warp, init_weights, shape_view,
                           to_signed, warp_image)
 from gan.pool import ImagePool
+from synthgap.devices import Precision, default_precision
 
 NETS = ("G", "F", "D_real", "D_syn")
 
@@ -109,7 +110,7 @@ class Training:
     ada_p: float                  # ADA's probability of each augmentation (1 without ADA)
     called_real: list             # ADA's signal: D_real's calls on its training real images
     averages: dict                # LeCam's moving averages of each discriminator's scores
-    autocast: object              # bf16 autocast on CUDA, off elsewhere
+    autocast: object              # the forward passes' autocast (bf16, or off in float32)
 
     def aug(self, x: torch.Tensor) -> torch.Tensor:
         """DiffAugment of a discriminator input (each op with probability `ada_p`)."""
@@ -121,10 +122,12 @@ class Training:
 
 
 def setup(real: np.ndarray, synthetic: np.ndarray, labels, cfg: RefinerConfig, seed: int,
-          device: torch.device, classifier, real_labels, batches, val) -> Training:
-    """Check the inputs, build the networks (after `torch.manual_seed(seed)`), their Adam
-    optimisers (β = (β1, 0.999); the warp at `lr_warp`, the discriminators at `lr_d`) with linear
-    decay, and the image pools; put the images on the device (`data`)."""
+          device: torch.device, classifier, real_labels, batches, val,
+          precision: Precision) -> Training:
+    """Check the inputs, build the networks (after `torch.manual_seed(seed)`; channels-last where
+    `precision` asks), their Adam optimisers (β = (β1, 0.999); the warp at `lr_warp`, the
+    discriminators at `lr_d`) with linear decay, and the image pools; put the images on the
+    device (`data`)."""
     check(cfg)
     if real.shape[1:] != synthetic.shape[1:]:
         raise ValueError(f"real images are {tuple(real.shape[1:])} but synthetic are "
@@ -139,7 +142,8 @@ def setup(real: np.ndarray, synthetic: np.ndarray, labels, cfg: RefinerConfig, s
     features = nn.Sequential(*list(classifier.children())[:-2]) if cfg.feature_head else None
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    nets = {k: v.to(device).train() for k, v in make_nets(real.shape[1:], cfg, features).items()}
+    nets = {k: precision.net(v.to(device)).train()
+            for k, v in make_nets(real.shape[1:], cfg, features).items()}
     warp_params = [p for k, p in nets["G"].named_parameters() if k.startswith("warp")]
     rest = [p for k, p in nets["G"].named_parameters() if not k.startswith("warp")]
     opt_g = torch.optim.Adam([{"params": [*rest, *nets["F"].parameters()]},
@@ -157,8 +161,7 @@ def setup(real: np.ndarray, synthetic: np.ndarray, labels, cfg: RefinerConfig, s
                     ema=[p.detach().clone() for p in nets["G"].parameters()] if cfg.ema > 0 else None,
                     ada_p=0.0 if cfg.ada_target > 0 else 1.0, called_real=[],
                     averages={k: {} for k in nets if k.startswith("D_")},
-                    autocast=torch.autocast("cuda", dtype=torch.bfloat16,
-                                            enabled=device.type == "cuda"))
+                    autocast=precision.autocast(device))
 
 
 def data(real: np.ndarray, synthetic: np.ndarray, labels, real_labels, cfg: RefinerConfig,
@@ -352,8 +355,8 @@ def log_row(t: Training, step: int, losses: dict, x, made: tuple, writer) -> dic
 def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | None,
                   cfg: RefinerConfig, seed: int, device: torch.device, progress=None, writer=None,
                   classifier: nn.Module | None = None, real_labels: np.ndarray | None = None,
-                  batches=None, val: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[dict[str, nn.Module], list[dict]]:
+                  batches=None, val: tuple[np.ndarray, np.ndarray] | None = None,
+                  precision: Precision | None = None) -> tuple[dict[str, nn.Module], list[dict]]:
     """Train G, F, D_real and D_syn (and D_shape with `shape_d`) on uint8 images real
     [Nr, C, H, W] and synthetic [Ns, C, H, W].
 
@@ -364,13 +367,16 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
 
     The images live on the device and each batch is drawn there. `batches`, an iterator of CPU
     batches (renders, their labels, real images, their labels; images in [-1, 1]), replaces that
-    draw: the reference data path of `pipeline bench` (PNG files through a DataLoader). On CUDA the
-    forward passes run in bf16 autocast (losses in float32).
+    draw: the reference data path of `pipeline bench` (PNG files through a DataLoader). The
+    networks compute in `precision` (default: the device's, synthgap/devices.py: bf16 autocast on
+    CUDA), the losses in float32; they come back float32 and contiguous.
 
     `val` (uint8 real images and their labels, never trained on) adds `d_accuracy_val` to every log:
     D_real's accuracy on them against as many refined renders.
     """
-    t = setup(real, synthetic, labels, cfg, seed, device, classifier, real_labels, batches, val)
+    mode = precision or default_precision(device)
+    t = setup(real, synthetic, labels, cfg, seed, device, classifier, real_labels, batches, val,
+              mode)
     history = []
     for step in range(cfg.steps):
         x, lx, y, ly = draw(t)
@@ -388,17 +394,18 @@ def train_refiner(real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray | 
         with torch.no_grad():
             for p, e in zip(t.nets["G"].parameters(), t.ema):
                 p.copy_(e)
-    return {k: v.eval() for k, v in t.nets.items()}, history
+    return {k: mode.plain(v).eval() for k, v in t.nets.items()}, history
 
 
 def semantic_classifier(renders: np.ndarray, labels: np.ndarray, cfg: RefinerConfig, seed: int,
-                        device: torch.device, progress=None) -> nn.Module:
+                        device: torch.device, progress=None,
+                        precision: Precision | None = None) -> nn.Module:
     """C of CyCADA's semantic consistency: the digit CNN (classifiers/digits.py, its defaults)
-    trained on the labelled renders alone, for `sem_steps` steps."""
+    trained on the labelled renders alone, for `sem_steps` steps, in `precision`."""
     from classifiers.digits import ClassifierConfig, train_classifier
 
     return train_classifier([(renders, labels, 1.0)], ClassifierConfig(steps=cfg.sem_steps), seed,
-                            device, progress)
+                            device, progress, precision)
 
 
 @torch.no_grad()

@@ -33,24 +33,31 @@ def test_the_png_path_gives_the_projects_images(tmp_path):
     assert renders.shape == real.shape == (1, 28, 28) and 0 <= real_label < 5
 
 
-def test_bench_measures_every_part():
+def test_bench_measures_every_part_in_float32_and_on_the_fast_path():
+    from synthgap.devices import Precision
+
     lines = []
-    out = run_bench(torch.device("cpu"), 3, lines.append, TINY)
+    out = run_bench(torch.device("cpu"), 3, lines.append, TINY, Precision(channels_last=True), 1)
     table = markdown(out)
-    assert table.count("\n| ") == len(out["rows"]) + 1 and "project / DataLoader" in table
-    parts = {(r["part"], r["loop"], r["unit"]) for r in out["rows"]}
-    assert ("classifier, 3 cells at once", "project", "cell-steps/s") in parts
-    for part in ("refiner", "gap detector (c2st-pixel)"):
-        for unit in ("steps/s", "images/s"):
-            assert (part, "project", unit) in parts
-            assert any(p == part and loop.startswith("PNG DataLoader") and u == unit
-                       for p, loop, u in parts)
-        ratio = next(r for r in out["rows"] if r["part"] == part and r["unit"] == "x")
-        rates = [r["median"] for r in out["rows"] if r["part"] == part and r["unit"] == "steps/s"]
-        assert ratio["median"] == pytest.approx(rates[0] / rates[1])
+    assert table.count("\n| ") == len(out["rows"]) + 1 and "float32, channels-last" in table
+    rows = {(r["part"], r["loop"], r["unit"]): r for r in out["rows"]}
+    f32, fast = "project, float32", "project, float32, channels-last"
+    for part in ("classifier cell", "classifier, 3 cells at once", "refiner",
+                 "gap detector (c2st-pixel)"):
+        unit = "cell-steps/s" if part.startswith("classifier") else "steps/s"
+        for loop in (f32, fast):
+            assert (part, loop, unit) in rows and (part, loop, "images/s") in rows
+        ratio = rows[(part, f"{fast} / {f32}", "x")]["median"]
+        assert ratio == pytest.approx(rows[(part, fast, "images/s")]["median"]
+                                      / rows[(part, f32, "images/s")]["median"])
+    for part in ("refiner", "gap detector (c2st-pixel)"):  # the reference loop, in float32
+        (reference,) = [r for r in out["rows"] if r["part"] == part
+                        and r["loop"].startswith("PNG DataLoader") and r["unit"] == "steps/s"]
+        ratio = rows[(part, f"{reference['loop']} / {f32}", "x")]["median"]
+        assert ratio == pytest.approx(reference["median"] / rows[(part, f32, "steps/s")]["median"])
     timed = [r for r in out["rows"] if r["unit"] != "x"]
     assert all(0 < r["low"] <= r["median"] <= r["high"] and r["repeats"] == 3 for r in timed)
-    assert len(lines) == len(out["rows"]) and out["device"] and out["threads"] >= 1
+    assert len(lines) == len(out["rows"]) and out["device"] and out["threads"] == 1
 
 
 def test_bench_command_says_what_it_measures_and_checks_its_json_path(tmp_path):

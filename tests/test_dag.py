@@ -329,15 +329,15 @@ def test_a_group_waits_for_the_inputs_of_every_member_even_one_by_one(ws):
     assert (ws.root / "total.txt").read_text() == "22"
 
 
-def test_a_stage_that_declares_a_gpu_asks_the_cluster_for_one():
+def test_a_network_stage_asks_the_cluster_for_a_gpu():
     from synthgap.runner.build import Unit
     from synthgap.runner.cluster import resources
     from synthgap.runner.run import RunnerConfig
 
     runner = RunnerConfig(ray_cpus={"fit": 2.0}, ray_gpus=0.5)
 
-    def unit(name, gpu):
-        return Unit([dag.Stage(name, toy.source, {}, gpu=gpu)], [{}], [{}], dag.Context())
+    def unit(name, network):
+        return Unit([dag.Stage(name, toy.source, {}, network=network)], [{}], [{}], dag.Context())
 
     assert resources(unit("fit/a", True), runner, gpus=True) == {"num_cpus": 2.0, "num_gpus": 0.5}
     assert resources(unit("fit/a", True), runner, gpus=False) == {"num_cpus": 2.0}

@@ -110,6 +110,7 @@ def test_detect_on_folders_of_any_size(tmp_path):
     write_pngs(tmp_path / "fake", big, "RGB")
     proc = detect("--real", tmp_path / "real", "--synthetic", tmp_path / "fake", "--steps", 40)
     assert proc.returncode == 0, proc.stderr
+    assert "The detectors computed in " in proc.stdout  # the precision --precision auto chose
     assert "c2st-pixel" in proc.stdout and "c2st-spectrum1d" in proc.stdout and "svdd" in proc.stdout
 
 

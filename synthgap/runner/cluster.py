@@ -11,7 +11,7 @@ may switch executors and resume.
 
 Inputs travel through the object store, not a shared filesystem: a cluster needs no shared
 storage, and every node fetches an upstream output at most once (Ray keeps a copy per node).
-A stage that declares `gpu` asks for `ray_gpus` GPUs where the cluster has any. A worker process
+A stage that declares `network` asks for `ray_gpus` GPUs where the cluster has any. A worker process
 that dies mid-stage is retried by Ray (`[runner] ray_retries`); a stage that raises fails the run
 with its name and the remote traceback's last line.
 """
@@ -97,10 +97,10 @@ def run_unit(stages, inputs: list[dict], ctx) -> tuple[list[dict], list[dict], d
 
 def resources(unit: Unit, runner, gpus: bool) -> dict:
     """A unit's Ray resource request: `runner.ray_cpus` of its kind (1 by default) and, where the
-    cluster has GPUs and the stage declares `gpu`, `runner.ray_gpus` of them."""
+    cluster has GPUs and the stage declares `network`, `runner.ray_gpus` of them."""
     stage = unit.stages[0]
     out = {"num_cpus": float(runner.ray_cpus.get(stage.kind, 1.0))}
-    if gpus and stage.gpu:
+    if gpus and stage.network:
         out["num_gpus"] = runner.ray_gpus
     return out
 

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from synthgap.devices import FLOAT32, Precision
 from synthgap.runner.codehash import code_hash
 from synthgap.runner.workspace import Workspace
 
@@ -40,8 +41,9 @@ class Stage:
                                      # included): whenever one must run, all are computed, so a
                                      # member's result never depends on which others were cached
     group_fn: Callable | None = None  # group_fn([params], [inputs], [out], ctx) -> [metrics]
-    gpu: bool = False                # it trains or applies a network: on a cluster with GPUs it
-                                     # asks for one
+    network: bool = False            # it trains or applies a network: it runs in the run's
+                                     # precision (part of its key), and on a Ray cluster with GPUs
+                                     # it asks for one
     packages: tuple = ()             # the top-level packages whose code enters its key (default:
                                      # its function's own); others' versions are in its meta.json
 
@@ -60,6 +62,7 @@ class Context:
     processes: int | None = None      # processes for CPU-bound work of a stage's own, whose
                                       # output does not depend on their number
     deterministic: bool = True        # on CUDA: deterministic algorithms where the ops allow
+    precision: Precision = FLOAT32    # how a network stage's networks compute (part of its key)
 
     def workers(self) -> int:
         """Processes a stage may use for CPU-bound work of its own."""
@@ -101,16 +104,18 @@ def topo_order(stages: dict[str, Stage]) -> list[str]:
 
 
 def compute_keys(stages: dict[str, Stage], env: dict | None = None) -> dict[str, dict]:
-    """name -> {key, code, upstream, env} for every stage, in topological order. `env` (the
-    torch threads and the device type a run uses) is part of every key: one key, one result."""
+    """name -> {key, code, upstream, env} for every stage, in topological order. `env` (run_env:
+    the torch threads and the device type a run uses, and its precision, which only a `network`
+    stage's env keeps) is part of every key: one key, one result."""
     out = {}
     for name in topo_order(stages):
         s = stages[name]
         upstream = {k: out[d]["key"] for k, d in sorted(s.deps.items())}
         code = code_hash(s)
-        keyed = [s.kind, s.params, upstream, code] + ([env] if env else [])
+        mine = {k: v for k, v in (env or {}).items() if s.network or k != "precision"}
+        keyed = [s.kind, s.params, upstream, code] + ([mine] if mine else [])
         key = hashlib.sha256(canonical(keyed).encode()).hexdigest()[:20]
-        out[name] = {"key": key, "code": code, "upstream": upstream, "env": env or {}}
+        out[name] = {"key": key, "code": code, "upstream": upstream, "env": mine}
     return out
 
 

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthgap.devices import Precision
 from synthgap.runner.build import Unit
 from synthgap.runner.dag import Context, Stage, StageError
 from synthgap.runner.local import Pool, Serial
@@ -28,17 +29,21 @@ class RunnerConfig:
     ray_gpus: float = 1.0           # GPUs a stage that declares `gpu` asks for on a Ray cluster
                                     # with GPUs
     ray_retries: int = 2            # times Ray reruns a stage whose worker process died
+    cpu_precision: str = "auto"     # network stages on the CPU: "float32"; "bf16" (bf16 autocast,
+                                    # channels-last); "auto": bf16 where the CPU has bf16
+                                    # instructions, else float32 channels-last. CUDA: bf16 autocast
 
 
-def run_env(threads: int, device: str = "auto") -> dict:
+def run_env(threads: int, device: str = "auto", precision: Precision | None = None) -> dict:
     """What enters every stage's key besides the stage itself: the torch threads and the device
     type, so a result never depends on --jobs or the cores, and a CPU result and a CUDA result
-    never share a key."""
+    never share a key; and the precision, which enters only a network stage's key."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"threads": threads, "device": device}
+    return {"threads": threads, "device": device,
+            **({"precision": precision.key()} if precision is not None else {})}
 
 
 @dataclass

@@ -1,16 +1,19 @@
 """`pipeline bench`: how fast each part of the study runs on one device, measured in one run.
 
 Every figure is the median of `repeats` timed runs after one untimed warm-up run, with the lowest
-and highest of them. The refiner and the gap detector are timed in two loops:
-- the project's: the images live on the device and every batch is drawn there;
-- a reference written in the common style of public CycleGAN code: the images as PNG files on
-  disk, a `Dataset` that opens, decodes and normalises one image per item, a `DataLoader` with
-  worker processes; the same networks, losses and batch size.
-The ratio of the two is what keeping the data on the device buys.
+and highest of them, at the torch threads of one of the sweep's workers. Each network (a
+classifier cell, a group of cells, the refiner, a gap detector) is timed in the project's loop
+(the images live on the device and every batch is drawn there) in float32 and on the fast path
+(`[runner] cpu_precision`, synthgap/devices.py), with their ratio. The refiner and the gap
+detector are also timed in a reference loop written in the common style of public CycleGAN code:
+the images as PNG files on disk, a `Dataset` that opens, decodes and normalises one image per
+item, a `DataLoader` with worker processes; the same networks, losses and batch size, in float32.
+Its ratio to the project's float32 loop is what keeping the data on the device buys.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import statistics
@@ -21,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from synthgap.devices import FLOAT32, Precision
 
 # run sizes per device type: enough work per timed run to dwarf the timer, small enough for a
 # 2-core CPU to finish the whole bench in a few minutes
@@ -106,11 +111,8 @@ def figure(part: str, loop: str, unit: str, per_run: float, seconds: list[float]
             "low": rates[0], "high": rates[-1], "repeats": len(rates)}
 
 
-def rendering_and_classifier(device: torch.device, size: dict, repeats: int, images: tuple,
-                             add) -> None:
-    """Time font rendering and the classifier (one cell, and a group of cells at once) on
-    `images` (bench_images); `add` takes each figure."""
-    from classifiers.digits import ClassifierConfig, train_classifiers
+def rendering(device: torch.device, size: dict, repeats: int, add) -> None:
+    """Time font rendering, one worker and all cores; `add` takes each figure."""
     from renderers.fontfiles import discover
     from renderers.fonts import render_digits
 
@@ -120,14 +122,21 @@ def rendering_and_classifier(device: torch.device, size: dict, repeats: int, ima
         # a call starts its worker processes, whose glyph caches start cold
         add(figure("font rendering", f"{w} worker(s), {n} a call", "digits/s", n, timed(
             lambda: render_digits(fonts, n, 0, workers=w), repeats, device)))
+
+
+def classifier(device: torch.device, size: dict, images: tuple, compare, modes: dict) -> None:
+    """Time the classifier, one cell and a group of cells at once, on `images` (bench_images) in
+    each of `modes` (loop name -> Precision); `compare` takes them."""
+    from classifiers.digits import ClassifierConfig, train_classifiers
+
     real, real_labels, renders, labels = images
     cfg = ClassifierConfig(steps=size["classifier_steps"])
     cell = ([(real, real_labels, 0.5), (renders, labels, 0.5)], 0)
     for g in (1, size["group"]):
-        seconds = timed(lambda: train_classifiers([cell] * g, cfg, device), repeats, device)
         part = "classifier cell" if g == 1 else f"classifier, {g} cells at once"
-        add(figure(part, "project", "cell-steps/s", g * cfg.steps, seconds))
-        add(figure(part, "project", "images/s", g * cfg.steps * cfg.batch_size, seconds))
+        compare(part, {loop: functools.partial(train_classifiers, [cell] * g, cfg, device,
+                                               precision=mode) for loop, mode in modes.items()},
+                g * cfg.steps, cfg.batch_size, "cell-steps/s")
 
 
 def bench_images(m: int) -> tuple:
@@ -141,11 +150,11 @@ def bench_images(m: int) -> tuple:
     return mnist["train_images"][:m, None], mnist["train_labels"][:m], renders, labels
 
 
-def networks(device: torch.device, size: dict, images: tuple, compare, workers: int,
-             folder: Path) -> None:
+def networks(device: torch.device, size: dict, images: tuple, compare, modes: dict,
+             workers: int, folder: Path) -> None:
     """Time the refiner and the pixel C2ST's detector on `images` (bench_images), each in the
-    project's loop and in the reference loop (PNG files through a DataLoader, `workers` workers,
-    in `folder`); `compare` takes each pair."""
+    project's loop in each of `modes` (loop name -> Precision) and, in float32, in the reference
+    loop (PNG files through a DataLoader, `workers` workers, in `folder`); `compare` takes them."""
     from classifiers.detector import GapConfig, make_net, to_input, train_net
     from classifiers.digits import ClassifierConfig, make_cnn
     from gan.config import RefinerConfig
@@ -158,12 +167,14 @@ def networks(device: torch.device, size: dict, images: tuple, compare, workers: 
     cfg = RefinerConfig(steps=size["refiner_steps"], log_every=10 ** 9)
     semantic = make_cnn(ClassifierConfig().width)  # untrained: the cost of the loss is what counts
 
-    def refiner(batches=None):
+    def refiner(precision, batches=None):
         return train_refiner(real, renders, labels, cfg, 0, device, classifier=semantic,
-                             real_labels=real_labels, batches=batches)
+                             real_labels=real_labels, batches=batches, precision=precision)
 
     pairs = forever(loader(UnalignedPngs(png_renders, png_real), cfg.batch_size, device, workers))
-    compare("refiner", refiner, lambda: refiner(pairs), cfg.steps, cfg.batch_size)
+    reference = f"PNG DataLoader, {workers} workers, float32"
+    compare("refiner", {**{loop: functools.partial(refiner, mode) for loop, mode in modes.items()},
+                        reference: lambda: refiner(FLOAT32, pairs)}, cfg.steps, cfg.batch_size)
 
     gap_cfg = GapConfig(steps=size["gap_steps"])
     x = to_input(np.concatenate([real, renders]), "pixel", gap_cfg.max_side)
@@ -174,24 +185,42 @@ def networks(device: torch.device, size: dict, images: tuple, compare, workers: 
     def bce(out, t):
         return torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], t)
 
-    def gap(batches=None):
+    def gap(precision, batches=None):
         torch.manual_seed(0)
         train_net(make_net(x, "small", gap_cfg.width), bce, x, y, gap_cfg, 0, device,
-                  batches=batches)
+                  batches=batches, precision=precision)
 
     # to_tensor reads [0, 1], as the project's pixel inputs: the same standardisation
     both = PngImages(png_real.files + png_renders.files, y, mean, std)
     batches = forever(loader(both, gap_cfg.batch_size, device, workers))
-    compare("gap detector (c2st-pixel)", gap, lambda: gap(batches), gap_cfg.steps,
-            gap_cfg.batch_size)
+    compare("gap detector (c2st-pixel)",
+            {**{loop: functools.partial(gap, mode) for loop, mode in modes.items()},
+             reference: lambda: gap(FLOAT32, batches)}, gap_cfg.steps, gap_cfg.batch_size)
 
 
-def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | None = None) -> dict:
-    """Every figure of the bench on `device` (at `sizes`, default SIZES of its type); {"device",
-    "torch", "threads", "sizes", "rows", ...}."""
-    from synthgap.devices import device_name
+def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | None = None,
+              fast: Precision | None = None, threads: int = 1) -> dict:
+    """Every figure of the bench on `device` (at `sizes`, default SIZES of its type) with `threads`
+    torch threads: each network in float32 and in `fast` (default: what `[runner] cpu_precision =
+    "auto"` resolves to here), with their ratio; {"device", "torch", "threads", "sizes", "fast",
+    "rows", ...}."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return measure(device, repeats, log, sizes or SIZES[device.type], fast, threads)
+    finally:
+        torch.set_num_threads(before)
 
-    size = sizes or SIZES[device.type]
+
+def measure(device: torch.device, repeats: int, log, size: dict, fast: Precision | None,
+            threads: int) -> dict:
+    """run_bench's figures, under its torch threads."""
+    from synthgap.devices import device_name, resolve_precision
+
+    why = None
+    if fast is None:
+        fast, why = resolve_precision("auto", device.type)
+    modes = {"project, float32": FLOAT32, f"project, {fast.describe()}": fast}
     rows: list[dict] = []
     cores = os.cpu_count() or 1
     workers = min(4, cores)  # DataLoader workers of the reference loops
@@ -199,34 +228,40 @@ def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | N
     def add(row):
         rows.append(row)
         spread = f" ({row['low']:.1f}-{row['high']:.1f})" if row["low"] is not None else ""
-        log(f"{row['part']:<28} {row['loop']:<24} {row['median']:>10.2f} {row['unit']}{spread}")
+        log(f"{row['part']:<28} {row['loop']:<36} {row['median']:>10.2f} {row['unit']}{spread}")
 
-    def compare(part, project, reference, steps, batch):
-        """Time the project's loop and the reference loop; their figures and their ratio."""
-        medians = []
-        for loop, fn in (("project", project), (f"PNG DataLoader, {workers} workers", reference)):
+    def compare(part, loops: dict, steps: int, batch: int, unit: str = "steps/s"):
+        """Time each loop (name -> function); their figures, then each loop's ratio to the
+        first (the project's loop in float32)."""
+        medians = {}
+        for loop, fn in loops.items():
             seconds = timed(fn, repeats, device)
-            add(figure(part, loop, "steps/s", steps, seconds))
+            add(figure(part, loop, unit, steps, seconds))
             add(figure(part, loop, "images/s", steps * batch, seconds))
-            medians.append(rows[-1]["median"])
-        add({"part": part, "loop": "project / DataLoader", "unit": "x",
-             "median": medians[0] / medians[1], "low": None, "high": None, "repeats": repeats})
+            medians[loop] = rows[-1]["median"]
+        first, *others = medians
+        for loop in others:
+            add({"part": part, "loop": f"{loop} / {first}", "unit": "x",
+                 "median": medians[loop] / medians[first], "low": None, "high": None,
+                 "repeats": repeats})
 
     images = bench_images(size["images"])
-    rendering_and_classifier(device, size, repeats, images, add)
+    rendering(device, size, repeats, add)
+    classifier(device, size, images, compare, modes)
     with tempfile.TemporaryDirectory() as tmp:
-        networks(device, size, images, compare, workers, Path(tmp))
+        networks(device, size, images, compare, modes, workers, Path(tmp))
     name = device_name(device.type) + ("" if device.type == "cuda" else f", {cores} cores")
     return {"device": name, "device_type": device.type, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cores": cores, "dataloader_workers": workers,
-            "sizes": size, "rows": rows}
+            "threads": threads, "cores": cores, "dataloader_workers": workers,
+            "sizes": size, "fast": fast.describe(), "fast_why": why, "rows": rows}
 
 
 def markdown(result: dict) -> str:
     """The bench table as Markdown, headed by the device and versions it was measured on."""
     lines = [f"`pipeline bench --device {result['device_type']}` on {result['device']}, torch "
              f"{result['torch']}, {result['threads']} threads, {result['dataloader_workers']} "
-             f"DataLoader workers; sizes {result['sizes']}.", "",
+             f"DataLoader workers; sizes {result['sizes']}.",
+             f"The fast path here: {result['fast_why'] or result['fast']}.", "",
              "| part | loop | median | range | unit |", "|---|---|---:|---:|---|"]
     for r in result["rows"]:
         spread = f"{r['low']:.1f} – {r['high']:.1f}" if r["low"] is not None else ""

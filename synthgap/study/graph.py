@@ -127,7 +127,7 @@ def add_cells(add, cfg: StudyConfig, synthetic: dict) -> list[str]:
                 share = fraction[b] if m.startswith("real+") else float(m != "real")
                 add(Stage(cells[-1], st.classify,
                           {"classifier": classifier, "mixture": m, "budget": b, "seed": seed,
-                           "synthetic_fraction": share, **extra}, deps, gpu=True))
+                           "synthetic_fraction": share, **extra}, deps, network=True))
     return cells
 
 
@@ -219,16 +219,16 @@ def add_refiners(add, cfg: StudyConfig, mixtures: set) -> None:
                       "oracle": "oracle"}
             if mixtures & {"tone", "real+tone"}:
                 add(Stage(f"tone/b{b}{suffix}", st.tone,
-                          {"budget": b, "seed": seed, **oracle, **match}, inputs, gpu=True))
+                          {"budget": b, "seed": seed, **oracle, **match}, inputs, network=True))
             if not mixtures & {"gan", "real+gan"}:
                 continue
             add(Stage(f"train_refiner/b{b}{suffix}", st.train_refiner,
                       {"refiner": trained, "budget": b, "seed": seed},
                       {"budget": inputs["budget"], "synthetic": "render_fonts",
-                       **({"split": "split"} if ref["val_images"] > 0 else {})}, gpu=True))
+                       **({"split": "split"} if ref["val_images"] > 0 else {})}, network=True))
             add(Stage(f"refine/b{b}{suffix}", st.refine,
                       {"budget": b, "seed": seed, "variants": ref["variants"], **oracle, **match},
-                      {**inputs, "refiner": f"train_refiner/b{b}{suffix}"}, gpu=True))
+                      {**inputs, "refiner": f"train_refiner/b{b}{suffix}"}, network=True))
 
 
 def add_gaps(add, stages: dict, cfg: StudyConfig) -> None:
@@ -255,9 +255,9 @@ def add_gaps(add, stages: dict, cfg: StudyConfig) -> None:
     for name, (source, budget, stage, file) in sources.items():
         add(Stage(name, st.gap, {"gap": asdict(cfg.gap), "source": source, "budget": budget,
                                  "file": file, "oracle_width": cfg.oracle_classifier().width},
-                  {"source": stage, "split": "split", "oracle": "oracle"}, gpu=True))
+                  {"source": stage, "split": "split", "oracle": "oracle"}, network=True))
 
 
 def add_oracle(add, cfg: StudyConfig) -> None:
     add(Stage("oracle", st.oracle, {"classifier": asdict(cfg.oracle_classifier()), "seed": 0},
-              {"split": "split", "mnist": "mnist"}, gpu=True))
+              {"split": "split", "mnist": "mnist"}, network=True))

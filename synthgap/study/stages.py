@@ -141,7 +141,7 @@ def classify_cells(params_list, inputs_list, outs, ctx):
         reals.append(load(Path(inputs["budget"]) / "budget.npz"))
         cells.append((mixture_sources(params, inputs, reals[-1], load), params["seed"]))
     test = load(Path(inputs_list[0]["mnist"]) / "test.npz")
-    models = train_classifiers(cells, cfg, device, ctx.report)
+    models = train_classifiers(cells, cfg, device, ctx.report, ctx.precision)
     results = []
     for params, out, model, (sources, _), real in zip(params_list, outs, models, cells, reals):
         save_model(model, out / "model.safetensors")
@@ -163,7 +163,7 @@ def oracle(params, inputs, out, ctx):
     test = load_imageset(Path(inputs["mnist"]) / "test.npz")
     cfg = ClassifierConfig(**params["classifier"])
     model = train_classifier([(pool.images, pool.labels, 1.0)], cfg, params["seed"], device,
-                             ctx.report)
+                             ctx.report, ctx.precision)
     save_model(model, out / "model.safetensors")
     return {"test_error": error_rate(model, test.images, test.labels, device), "images": len(pool)}
 
@@ -191,11 +191,13 @@ def train_refiner(params, inputs, out, ctx):
         val = (holdout.images[pick], holdout.labels[pick])
     classifier = None
     if cfg.semantic(fonts.labels):
-        classifier = semantic_classifier(fonts.images, fonts.labels, cfg, params["seed"], device)
+        classifier = semantic_classifier(fonts.images, fonts.labels, cfg, params["seed"], device,
+                                         precision=ctx.precision)
     start = time.time()
     writer = SummaryWriter(str(out / "tb"))
     nets, history = train(real.images, fonts.images, fonts.labels, cfg, params["seed"], device,
-                          ctx.report, writer, classifier, real.labels, val=val)
+                          ctx.report, writer, classifier, real.labels, val=val,
+                          precision=ctx.precision)
     writer.close()
     seconds = time.time() - start
     save_refiner(nets, out / "refiner.safetensors", cfg, real.images.shape[1])
@@ -241,7 +243,7 @@ def refine(params, inputs, out, ctx):
     fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
     G = load_generator(Path(inputs["refiner"]) / "refiner.safetensors").to(device)
     images = apply(G, fonts.images, device, progress=ctx.report, variants=params["variants"],
-                   seed=params["seed"])
+                   seed=params["seed"], channels_last=ctx.precision.channels_last)
     labels = np.tile(fonts.labels, params["variants"])
     if params["match_levels"]:  # each image's grey levels a real budget image's of its digit
         from renderers.tone import match_to_real
@@ -289,11 +291,11 @@ def gap(params, inputs, out, ctx):
     other = load_imageset(Path(inputs["source"]) / params["file"]).images
     other = other[rng.permutation(len(other))[:cfg.samples]]
     real = holdout[rng.permutation(len(holdout))[:cfg.samples]]
-    rows = [c2st(real, other, kind, cfg, cfg.seed, device, ctx.report)
+    rows = [c2st(real, other, kind, cfg, cfg.seed, device, ctx.report, ctx.precision)
             for kind in ("pixel", "fourier", "grey")]
     half = len(real) // 2  # SVDD learns from one half of the real images, is tested on the other
     rows.append(deep_svdd(real[:half], real[half:], other[len(other) // 2:], cfg, cfg.seed,
-                          device, ctx.report))
+                          device, ctx.report, precision=ctx.precision))
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
     fd = frechet_distance(features(oracle, real, device), features(oracle, other, device))
     return {"rows": rows, "frechet": fd, "n_real": len(real), "n_source": len(other)}
