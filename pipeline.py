@@ -305,7 +305,8 @@ def bench(device: Device = typer.Option(Device.auto, "--device", help="auto pick
                                       "worker of a run with --jobs N on N cores has."),
           precision: str = typer.Option("auto", "--precision", help="The fast path timed beside "
                                         "float32: auto (bf16 where the CPU has bf16 "
-                                        "instructions, else float32 channels-last) or bf16.")):
+                                        "instructions, else float32 channels-last) or bf16. On "
+                                        "CUDA: bf16 autocast.")):
     """Measure, in one run on one device: font rendering (digits/s, one worker and all cores),
     classifier training (steps/s and images/s, one cell and a group of cells at once), refiner
     training and one gap detector (steps/s and images/s). Each network is timed in float32 and on
@@ -320,7 +321,10 @@ def bench(device: Device = typer.Option(Device.auto, "--device", help="auto pick
 
     try:
         dev = resolve_device(device.value)
-        fast, why = resolve_precision(precision, device.value)
+        if precision == "float32":
+            raise UserError("--precision float32: float32 is always timed; give auto or bf16 for "
+                            "the fast path beside it")
+        fast, why = resolve_precision(precision, device.value, setting="--precision")
     except UserError as exc:
         fail(exc)
     for flag, path in (("--json", json_path), ("--markdown", markdown_path)):

@@ -1,6 +1,7 @@
 """Time `pipeline detect` on two folders of RGB 128x128 images: smooth random textures at native
 resolution against the same kind of texture down-sampled 2x and up-sampled back by nearest
-neighbour (the trace Fourier detectors look for).
+neighbour (the trace Fourier detectors look for), in each --precision (default float32 and auto:
+the CPU's fast path).
 
     python benchmarks/detect_speed.py [--n 1500] [--arch small --steps 400] [--arch resnet18 --steps 50]
 """
@@ -8,6 +9,7 @@ neighbour (the trace Fourier detectors look for).
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import subprocess
 import sys
@@ -56,23 +58,28 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1500)
     ap.add_argument("--arch", action="append", default=None)
     ap.add_argument("--steps", action="append", type=int, default=None)
+    ap.add_argument("--precision", action="append", default=None)
     args = ap.parse_args()
     archs, steps = args.arch or ["small", "resnet18"], args.steps or [400, 50]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write(tmp / "real", textures(args.n, 0))
         write(tmp / "upsampled", upsampled(textures(args.n, 1)))
-        for arch, n_steps in zip(archs, steps):
+        for (arch, n_steps), precision in itertools.product(zip(archs, steps),
+                                                            args.precision or ["float32", "auto"]):
             start = time.time()
             proc = subprocess.run([sys.executable, "-m", "pipeline", "detect", "--real", tmp / "real",
                                    "--synthetic", tmp / "upsampled", "--arch", arch,
-                                   "--steps", str(n_steps)], capture_output=True, text=True)
+                                   "--steps", str(n_steps), "--precision", precision],
+                                  capture_output=True, text=True)
             seconds = time.time() - start
             if proc.returncode:
                 sys.exit(proc.stderr)
-            aucs = re.findall(r"│\s*(c2st-\S+|svdd)\s*│[^│]*│\s*([0-9.]+)", proc.stdout)
-            print(f"{arch}, {n_steps} steps, {args.n} images a side: {seconds:.0f} s; AUC "
-                  + ", ".join(f"{k} {v}" for k, v in aucs), flush=True)
+            aucs = re.findall(r"│\s*(c2st-\S+|svdd)\s*│[^│]*│\s*([0-9.]+)\s*│\s*([0-9.]+ – [0-9.]+)",
+                              proc.stdout)
+            mode = re.search(r"The detectors computed in (.*)\.", proc.stdout).group(1)
+            print(f"{arch}, {n_steps} steps, {args.n} images a side, {mode}: {seconds:.0f} s; AUC "
+                  + ", ".join(f"{k} {v} ({ci})" for k, v, ci in aucs), flush=True)
 
 
 if __name__ == "__main__":

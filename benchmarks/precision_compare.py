@@ -49,6 +49,8 @@ def error_lines(f32: dict, fast: dict) -> list[str]:
     for key in sorted(set(f32) & set(fast)):
         groups[key[:2]].append(fast[key] - f32[key])
     every = [d for ds in groups.values() for d in ds]
+    if not every:
+        return ["## Test error, fast minus float32", "", "The two runs share no cell.", ""]
     mean, low, high = interval(every)
     lines = ["## Test error, fast minus float32", "",
              f"Over all {len(every)} cells: mean {mean:+.5f} ({low:+.5f} to {high:+.5f}); "
@@ -148,7 +150,8 @@ def gap_lines(f32: list[dict], fast: list[dict]) -> list[str]:
 
 def timing(work: Path) -> tuple[dict, float | None, str]:
     """Summed seconds per stage kind, the run's wall time from run.log (its last `run` line to the
-    line that ends it) and the precision of its network stages."""
+    line that ends it) and the precision of its network stages. Every meta.json in the cache
+    counts: give workspaces filled from empty by one run each."""
     kinds, precision = defaultdict(float), ""
     for meta in work.glob("cache/*/*/meta.json"):
         m = json.loads(meta.read_text())
@@ -175,7 +178,7 @@ def time_lines(f32: Path, fast: Path) -> list[str]:
         lines.append(f"| {kind} | {a:.0f} | {b:.0f} | {b / a:.2f} |" if a else
                      f"| {kind} | - | {b:.0f} | - |")
     a, b = sum(k32.values()), sum(kf.values())
-    lines.append(f"| all stages | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+    lines.append(f"| all stages | {a:.0f} | {b:.0f} | " + (f"{b / a:.2f} |" if a else "- |"))
     walls = [f"{w / 60:.1f} min" if w else "not in run.log" for w in (w32, wf)]
     return lines + ["", f"Wall time from an empty workspace: float32 {walls[0]}, fast {walls[1]}.",
                     ""]

@@ -44,7 +44,7 @@ def detect_cmd(
     chosen on a validation split. AUC 0.5 means no detectable gap."""
     try:
         dev = resolve_device(device)
-        mode, why = resolve_precision(precision, device)
+        mode, why = resolve_precision(precision, device, setting="--precision")
         if weights is not None and weights.is_dir():
             return score_saved(weights, images, out, dev)
         if weights is not None and not (weights.is_file() and weights.suffix == ".safetensors"):

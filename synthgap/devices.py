@@ -128,21 +128,23 @@ def default_precision(device) -> Precision:
     return ON_CUDA if device.type == "cuda" else FLOAT32
 
 
-def resolve_precision(choice: str, device: str, flags: list[str] | None = None
-                      ) -> tuple[Precision, str]:
+def resolve_precision(choice: str, device: str, flags: list[str] | None = None,
+                      setting: str = "runner.cpu_precision") -> tuple[Precision, str]:
     """The precision of network stages under `[runner] cpu_precision = choice` on `device`, and a
     line that says why. On CUDA: bf16 autocast (ON_CUDA). On the CPU: "float32" is FLOAT32;
     "bf16" is bf16 autocast and channels-last; "auto" is that where the CPU has bf16
-    instructions (`flags`, default cpu_bf16_flags()), else float32 and channels-last."""
+    instructions (`flags`, default cpu_bf16_flags()), else float32 and channels-last. A bad
+    choice is a UserError that names `setting`."""
     if choice not in CPU_PRECISIONS:
-        raise UserError(f"runner.cpu_precision = {choice!r}: use {', '.join(CPU_PRECISIONS)}")
+        raise UserError(f"{setting} {choice!r}: use {', '.join(CPU_PRECISIONS)}")
     if on_cuda(device):
         return ON_CUDA, "CUDA: bf16 autocast"
     if choice == "float32":
         return FLOAT32, "float32, as asked"
     flags = cpu_bf16_flags() if flags is None else flags
     if choice == "bf16" or flags:
-        have = f"the CPU has {', '.join(flags)}" if flags else "the CPU has no bf16 instructions"
+        have = f"the CPU has {', '.join(flags)}" if flags else \
+            "the CPU has no bf16 instructions: emulated, several times slower than float32"
         return Precision(bf16=True, channels_last=True), f"bf16 autocast, channels-last ({have})"
     return (Precision(channels_last=True), "float32, channels-last: auto found none of the CPU's "
             f"bf16 instructions ({', '.join(BF16_FLAGS)})")

@@ -26,7 +26,7 @@ def test_auto_takes_bf16_only_where_the_cpu_has_its_instructions():
     assert resolve_precision("float32", "cpu", ["amx_bf16"])[0] == FLOAT32
     assert resolve_precision("bf16", "cpu", [])[0] == Precision(bf16=True, channels_last=True)
     assert FLOAT32.key() == {"dtype": "float32", "memory_format": "contiguous"}
-    with pytest.raises(UserError, match="use auto, float32, bf16"):
+    with pytest.raises(UserError, match="runner.cpu_precision 'fp16': use auto, float32, bf16"):
         resolve_precision("fp16", "cpu")
 
 
@@ -53,7 +53,7 @@ def test_a_cpu_without_bf16_runs_float32_channels_last_says_so_and_keys_it(tmp_p
     assert "oracle" in pinned.output and "run environment changed" in pinned.output
     bad = CliRunner().invoke(pipeline.app, ["run", "smoke", "--workdir", str(work), "--dry-run",
                                             "--set", "runner.cpu_precision=fp16"])
-    assert bad.exit_code == 2 and "runner.cpu_precision = 'fp16'" in bad.output
+    assert bad.exit_code == 2 and "runner.cpu_precision 'fp16'" in bad.output
 
 
 def tiny_mixture(n=64):
@@ -92,3 +92,13 @@ def test_networks_trained_on_the_fast_path_come_back_float32_contiguous_and_alik
     gap = GapConfig(steps=3, batch_size=16, samples=64)
     assert c2st(images, images[::-1], "pixel", gap, 0, cpu, precision=precision) == \
         c2st(images, images[::-1], "pixel", gap, 0, cpu, precision=precision)
+
+
+def test_the_study_declares_which_stages_run_networks():
+    from synthgap.study import config
+    from synthgap.study.graph import build_graph
+
+    name, cfg = config.load("smoke", [])
+    stages = build_graph(name, cfg)
+    assert {s.kind for s in stages.values() if s.network} == \
+        {"classify", "oracle", "train_refiner", "refine", "gap"}

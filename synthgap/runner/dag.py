@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from synthgap.devices import FLOAT32, Precision
+from synthgap.devices import Precision
 from synthgap.runner.codehash import code_hash
 from synthgap.runner.workspace import Workspace
 
@@ -62,7 +62,8 @@ class Context:
     processes: int | None = None      # processes for CPU-bound work of a stage's own, whose
                                       # output does not depend on their number
     deterministic: bool = True        # on CUDA: deterministic algorithms where the ops allow
-    precision: Precision = FLOAT32    # how a network stage's networks compute (part of its key)
+    precision: Precision | None = None  # how a network stage's networks compute (part of its
+                                        # key); None: the device's default (devices.py)
 
     def workers(self) -> int:
         """Processes a stage may use for CPU-bound work of its own."""

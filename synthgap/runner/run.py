@@ -26,7 +26,7 @@ class RunnerConfig:
                                     # a fixed cuBLAS workspace and no cuDNN autotuning
     ray_cpus: dict[str, float] = field(default_factory=dict)  # CPUs a Ray task asks for, by
                                     # stage kind (e.g. {KIND = 2}); any other kind: 1
-    ray_gpus: float = 1.0           # GPUs a stage that declares `gpu` asks for on a Ray cluster
+    ray_gpus: float = 1.0           # GPUs a stage that declares `network` asks for on a Ray cluster
                                     # with GPUs
     ray_retries: int = 2            # times Ray reruns a stage whose worker process died
     cpu_precision: str = "auto"     # network stages on the CPU: "float32"; "bf16" (bf16 autocast,

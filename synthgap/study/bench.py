@@ -7,8 +7,8 @@ classifier cell, a group of cells, the refiner, a gap detector) is timed in the 
 (`[runner] cpu_precision`, synthgap/devices.py), with their ratio. The refiner and the gap
 detector are also timed in a reference loop written in the common style of public CycleGAN code:
 the images as PNG files on disk, a `Dataset` that opens, decodes and normalises one image per
-item, a `DataLoader` with worker processes; the same networks, losses and batch size, in float32.
-Its ratio to the project's float32 loop is what keeping the data on the device buys.
+item, a `DataLoader` with worker processes; the same networks, losses, batch size and precision.
+Its ratio to the project's loop on the fast path is what keeping the data on the device buys.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import random
 import statistics
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -153,8 +154,9 @@ def bench_images(m: int) -> tuple:
 def networks(device: torch.device, size: dict, images: tuple, compare, modes: dict,
              workers: int, folder: Path) -> None:
     """Time the refiner and the pixel C2ST's detector on `images` (bench_images), each in the
-    project's loop in each of `modes` (loop name -> Precision) and, in float32, in the reference
-    loop (PNG files through a DataLoader, `workers` workers, in `folder`); `compare` takes them."""
+    project's loop in each of `modes` (loop name -> Precision; the last the fast path) and, on the
+    fast path, in the reference loop (PNG files through a DataLoader, `workers` workers, in
+    `folder`); `compare` takes them."""
     from classifiers.detector import GapConfig, make_net, to_input, train_net
     from classifiers.digits import ClassifierConfig, make_cnn
     from gan.config import RefinerConfig
@@ -172,9 +174,12 @@ def networks(device: torch.device, size: dict, images: tuple, compare, modes: di
                              real_labels=real_labels, batches=batches, precision=precision)
 
     pairs = forever(loader(UnalignedPngs(png_renders, png_real), cfg.batch_size, device, workers))
-    reference = f"PNG DataLoader, {workers} workers, float32"
+    fast_loop, fast = list(modes.items())[-1]
+    reference = f"PNG DataLoader, {workers} workers, {fast.describe()}"
+    against = {reference: fast_loop}  # the data path's cost, in one precision
     compare("refiner", {**{loop: functools.partial(refiner, mode) for loop, mode in modes.items()},
-                        reference: lambda: refiner(FLOAT32, pairs)}, cfg.steps, cfg.batch_size)
+                        reference: lambda: refiner(fast, pairs)}, cfg.steps, cfg.batch_size,
+            against=against)
 
     gap_cfg = GapConfig(steps=size["gap_steps"])
     x = to_input(np.concatenate([real, renders]), "pixel", gap_cfg.max_side)
@@ -195,7 +200,8 @@ def networks(device: torch.device, size: dict, images: tuple, compare, modes: di
     batches = forever(loader(both, gap_cfg.batch_size, device, workers))
     compare("gap detector (c2st-pixel)",
             {**{loop: functools.partial(gap, mode) for loop, mode in modes.items()},
-             reference: lambda: gap(FLOAT32, batches)}, gap_cfg.steps, gap_cfg.batch_size)
+             reference: lambda: gap(fast, batches)}, gap_cfg.steps, gap_cfg.batch_size,
+            against=against)
 
 
 def run_bench(device: torch.device, repeats: int = 3, log=print, sizes: dict | None = None,
@@ -230,9 +236,10 @@ def measure(device: torch.device, repeats: int, log, size: dict, fast: Precision
         spread = f" ({row['low']:.1f}-{row['high']:.1f})" if row["low"] is not None else ""
         log(f"{row['part']:<28} {row['loop']:<36} {row['median']:>10.2f} {row['unit']}{spread}")
 
-    def compare(part, loops: dict, steps: int, batch: int, unit: str = "steps/s"):
-        """Time each loop (name -> function); their figures, then each loop's ratio to the
-        first (the project's loop in float32)."""
+    def compare(part, loops: dict, steps: int, batch: int, unit: str = "steps/s",
+                against: dict | None = None):
+        """Time each loop (name -> function); their figures, then each loop's ratio to the one
+        `against` names (default: the first, the project's loop in float32)."""
         medians = {}
         for loop, fn in loops.items():
             seconds = timed(fn, repeats, device)
@@ -241,8 +248,9 @@ def measure(device: torch.device, repeats: int, log, size: dict, fast: Precision
             medians[loop] = rows[-1]["median"]
         first, *others = medians
         for loop in others:
-            add({"part": part, "loop": f"{loop} / {first}", "unit": "x",
-                 "median": medians[loop] / medians[first], "low": None, "high": None,
+            base = (against or {}).get(loop, first)
+            add({"part": part, "loop": f"{loop} / {base}", "unit": "x",
+                 "median": medians[loop] / medians[base], "low": None, "high": None,
                  "repeats": repeats})
 
     images = bench_images(size["images"])
@@ -258,10 +266,13 @@ def measure(device: torch.device, repeats: int, log, size: dict, fast: Precision
 
 def markdown(result: dict) -> str:
     """The bench table as Markdown, headed by the device and versions it was measured on."""
-    lines = [f"`pipeline bench --device {result['device_type']}` on {result['device']}, torch "
-             f"{result['torch']}, {result['threads']} threads, {result['dataloader_workers']} "
-             f"DataLoader workers; sizes {result['sizes']}.",
-             f"The fast path here: {result['fast_why'] or result['fast']}.", "",
+    sizes = ", ".join(f"{k} {v}" for k, v in result["sizes"].items())
+    head = [f"`pipeline bench --device {result['device_type']}` on {result['device']}, torch "
+            f"{result['torch']}.",
+            f"Torch threads: {result['threads']}; DataLoader workers: "
+            f"{result['dataloader_workers']}; sizes: {sizes}.",
+            f"The fast path here: {result['fast_why'] or result['fast']}."]
+    lines = [*(wrapped for line in head for wrapped in textwrap.wrap(line, 100)), "",
              "| part | loop | median | range | unit |", "|---|---|---:|---:|---|"]
     for r in result["rows"]:
         spread = f"{r['low']:.1f} – {r['high']:.1f}" if r["low"] is not None else ""

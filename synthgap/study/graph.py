@@ -219,7 +219,7 @@ def add_refiners(add, cfg: StudyConfig, mixtures: set) -> None:
                       "oracle": "oracle"}
             if mixtures & {"tone", "real+tone"}:
                 add(Stage(f"tone/b{b}{suffix}", st.tone,
-                          {"budget": b, "seed": seed, **oracle, **match}, inputs, network=True))
+                          {"budget": b, "seed": seed, **oracle, **match}, inputs))
             if not mixtures & {"gan", "real+gan"}:
                 continue
             add(Stage(f"train_refiner/b{b}{suffix}", st.train_refiner,

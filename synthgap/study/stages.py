@@ -243,7 +243,8 @@ def refine(params, inputs, out, ctx):
     fonts = load_imageset(Path(inputs["synthetic"]) / "fonts.npz")
     G = load_generator(Path(inputs["refiner"]) / "refiner.safetensors").to(device)
     images = apply(G, fonts.images, device, progress=ctx.report, variants=params["variants"],
-                   seed=params["seed"], channels_last=ctx.precision.channels_last)
+                   seed=params["seed"],
+                   channels_last=ctx.precision is not None and ctx.precision.channels_last)
     labels = np.tile(fonts.labels, params["variants"])
     if params["match_levels"]:  # each image's grey levels a real budget image's of its digit
         from renderers.tone import match_to_real
