@@ -363,7 +363,7 @@ def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ 
     """Report what is cached, computing nothing: the summary and gap tables of a finished run
     (its report is assembled from the cache if need be), or, while stages are missing, which ones
     (exit status 1; `pipeline run` computes them)."""
-    from synthgap.study.report import publish_results
+    from synthgap.study.publish import publish_results
 
     try:
         name, cfg, stages, ws = setup(exp, set_, workdir)

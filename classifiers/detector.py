@@ -13,7 +13,7 @@ everything to c); the distance to c scores how un-real an image looks, with no s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ class GapConfig:
     width: int = 16
     max_side: int = 64          # larger images are resized down to this side
     seed: int = 0
+    instruments: list[str] = field(default_factory=lambda: ["pixel", "fourier", "grey", "svdd"])
+                                # the study's gap stages: C2ST on these inputs (KINDS) and Deep
+                                # SVDD; the Fréchet distance always
 
 
 def to_input(images: np.ndarray, kind: str, max_side: int = 64) -> torch.Tensor:

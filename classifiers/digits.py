@@ -34,6 +34,10 @@ class ClassifierConfig:
                                 # CPU; a cell's result differs from alone by float noise only
 
 
+# The classifiers of the regimes study (experiment.classifiers): [classifier] keys over [classifier]
+CLASSIFIERS = {"plain": {"shift": 0.0, "rotate": 0.0, "scale": 0.0}, "augmented": {}}
+
+
 def make_cnn(width: int = 16, classes: int = 10, channels: int = 1) -> nn.Sequential:
     """Two conv-BN-ReLU-pool blocks and a two-layer head; ~100k parameters at width 16."""
     def block(cin, cout):
@@ -74,6 +78,18 @@ def batch_counts(batch_size: int, fractions: list[float]) -> list[int]:
     counts = [max(1, round(batch_size * f / total)) if f > 0 else 0 for f in fractions]
     counts[int(np.argmax(counts))] += batch_size - sum(counts)
     return counts
+
+
+def draw_batch(sources: list[tuple[torch.Tensor, torch.Tensor]], counts: list[int],
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch of a cell: counts[i] images and their labels drawn uniformly, with
+    replacement, from source i, the sources one after the other."""
+    picked = []
+    for (x, y), k in zip(sources, counts):
+        if k:
+            idx = torch.randint(len(x), (k,), generator=gen, device=x.device)
+            picked.append((x[idx], y[idx]))
+    return torch.cat([p[0] for p in picked]), torch.cat([p[1] for p in picked])
 
 
 class CellGroup(nn.Module):
@@ -181,14 +197,9 @@ def train_classifiers(cells: list[tuple[list, int]], cfg: ClassifierConfig, devi
     for step in range(cfg.steps):
         xs, ys, masks = [], [], ([], [])
         for gen, sources, ks in zip(gens, data, counts):
-            picked = []
-            for (x, y), k in zip(sources, ks):
-                if k:
-                    idx = torch.randint(len(x), (k,), generator=gen, device=device)
-                    picked.append((x[idx], y[idx]))
-            xs.append(augment(to_float(torch.cat([p[0] for p in picked])), gen, cfg.shift,
-                              cfg.rotate, cfg.scale))
-            ys.append(torch.cat([p[1] for p in picked]))
+            images, labels = draw_batch(sources, ks, gen)
+            xs.append(augment(to_float(images), gen, cfg.shift, cfg.rotate, cfg.scale))
+            ys.append(labels)
             for mask, (p, n) in zip(masks, ((0.25, features[0]), (0.5, features[1]))):
                 mask.append(dropout_mask((b, n), p, gen, device))
         x = mode.batch(torch.cat(xs, 1))  # [B, G·C, H, W]

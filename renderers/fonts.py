@@ -113,6 +113,7 @@ class FontsConfig:
     seed: int = 0
     width_min: float = 2.0     # pen width in output pixels before blur, uniform in [min, max]; each
     width_max: float = 3.4     # font is thinned or thickened to it (renders then measure like MNIST)
+    restroke: bool = True      # false: type renders keep the font's own stroke (pen renders not)
     pen: float = 0.5           # share drawn with a round pen along the glyph's centre line
     prune: int = 8             # pen renders: side branches up to this many pixels (of 64) are cut
     hand: float = 0.8          # share of 1s, 2s, 4s, 6s, 9s drawn as hands write them (renderers/pen.py;
@@ -133,6 +134,17 @@ class FontsConfig:
     #                            it the ink covers (MNIST's normalisation of bilevel NIST digits);
     #                            blur and noise follow as set
 
+
+# The renderers of the regimes study (experiment.renderers): [fonts] keys over [fonts]. `type` draws
+# each font's glyphs as the font does, with MNIST's normalisation alone (box, centre of mass, blur);
+# `type+distort` adds slant, rotation, MNIST's stroke widths and elastic distortion; `hand` is
+# [fonts] as it is: pen strokes and hand forms too.
+RENDERERS = {
+    "type": {"pen": 0.0, "hand": 0.0, "restroke": False, "shear": 0.0, "rotate": 0.0,
+             "widen": 0.0, "aspect": 0.0, "elastic_alpha": 0.0},
+    "type+distort": {"pen": 0.0, "hand": 0.0, "widen": 0.0, "aspect": 0.0},
+    "hand": {},
+}
 
 CHUNK = 2000  # renders a process renders at once (each chunk draws from its own seed)
 
@@ -231,7 +243,8 @@ def render_chunk(fonts: list[str], labels: np.ndarray, cfg: FontsConfig, seed: i
             glyph = pen_glyph(path, digit, widths[i], boxes[i], 0 if digit == 4 else prune_length,
                               bool(hands[i]))
         else:
-            glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i]))
+            glyph = cached_glyph(path, digit, stroke_for(path, digit, widths[i], boxes[i])
+                                 if cfg.restroke else 0)
         glyph = transform(glyph, angles[i], shears[i], aspects[i])
         if area:
             big[i] = normalise_bilevel(glyph, boxes[i], up)

@@ -6,8 +6,9 @@ import math
 import pytest
 
 from synthgap.errors import UserError
+from synthgap.study.publish import publish_results
 from synthgap.study.report import (README_BEGIN, README_END, SUMMARY_COLUMNS, compared_pairs, mean_ci,
-                                   paired, paired_lines, publish_results, results_markdown, summarize,
+                                   paired, paired_lines, results_markdown, summarize,
                                    write_csv)
 
 

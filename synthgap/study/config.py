@@ -12,15 +12,17 @@ and may start from another one (`base = "mnist-sweep"`). Loading checks every ke
 
 from __future__ import annotations
 
+import copy
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from classifiers.detector import GapConfig
-from classifiers.digits import ClassifierConfig
+from classifiers.digits import CLASSIFIERS, ClassifierConfig
 from gan.config import RefinerConfig
 from renderers.composite import CompositesConfig
-from renderers.fonts import FontsConfig
+from renderers.fonts import RENDERERS, FontsConfig
 from synthgap.errors import UserError
 from synthgap.runner.run import RunnerConfig
 from synthgap.settings import apply_sets, check_keys, hints, nearest
@@ -54,6 +56,20 @@ class ExperimentConfig:
                                      # and its discriminators stay ahead only with LeCam; the more
                                      # real images they learn from, the less DiffAugment they need,
                                      # and they teach more without it, for twice the steps
+    regimes: list[str] = field(default_factory=list)
+                                     # "renderer/classifier/mixing" names, e.g. "type/plain/concat":
+                                     # the study once per regime, each cell computed once however
+                                     # many regimes share it. Empty: the one regime of [fonts],
+                                     # [classifier] and the chosen share (stage names without one)
+    renderers: dict[str, dict] = field(default_factory=lambda: copy.deepcopy(RENDERERS))
+                                     # a regime's renderer: [fonts] keys over [fonts]
+    classifiers: dict[str, dict] = field(default_factory=lambda: copy.deepcopy(CLASSIFIERS))
+                                     # a regime's classifier: [classifier] keys over [classifier]
+                                     # (mixing: "chosen", each batch's synthetic share as above, or
+                                     # "concat", real and synthetic images pooled and drawn alike)
+    real_budgets: list[int] = field(default_factory=list)
+                                     # real-only cells at these budgets too: a denser real curve
+                                     # for the "worth N real images" of every mixture
     holdout: int = 10000            # MNIST training images kept for the gap instruments
     split_seed: int = 0
 
@@ -179,6 +195,9 @@ def as_tables(cfg: StudyConfig) -> dict[str, dict]:
 
 def show(cfg: StudyConfig) -> str:
     """The resolved config as TOML."""
+    def key(k):  # a bare key where TOML allows one, else a quoted one
+        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else fmt(k)
+
     def fmt(v):
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -187,7 +206,7 @@ def show(cfg: StudyConfig) -> str:
         if isinstance(v, list):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
+            return "{" + ", ".join(f"{key(k)} = {fmt(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
     return "\n".join(f"[{section}]\n" + "".join(f"{k} = {fmt(v)}\n" for k, v in values.items())

@@ -3,6 +3,7 @@ refiner's discriminator accuracy over training."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 
@@ -44,15 +45,19 @@ def gap_figure(gaps: list[dict]):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, instrument in enumerate(sorted({g["instrument"] for g in gaps})):
         color = colors[i % len(colors)]
-        for source, style in (("refined", "-"), ("tone", ":")):
+        renderers = sorted({g.get("renderer", "") for g in gaps})  # a line per renderer
+        for (source, style), renderer in itertools.product((("refined", "-"), ("tone", ":")),
+                                                           renderers):
             rs = sorted((g for g in gaps if g["instrument"] == instrument and g["source"] == source
-                         and g["budget"] != ""), key=lambda g: int(g["budget"]))
+                         and g.get("renderer", "") == renderer and g["budget"] != ""),
+                        key=lambda g: int(g["budget"]))
             if rs:
                 ax.errorbar([int(g["budget"]) for g in rs], [g["auc"] for g in rs],
                             yerr=[[g["auc"] - g["auc_ci_low"] for g in rs],
                                   [g["auc_ci_high"] - g["auc"] for g in rs]],
-                            marker="o", color=color, linestyle=style, capsize=3,
-                            label=f"{source}, {instrument}")
+                            marker="os^v"[renderers.index(renderer) % 4], color=color,
+                            linestyle=style, capsize=3,
+                            label=f"{source}{f' ({renderer})' if renderer else ''}, {instrument}")
         for g in (g for g in gaps if g["instrument"] == instrument and g["budget"] == ""):
             if g["source"] in ("font", "real-control"):
                 ax.hlines(g["auc"], budgets[0], budgets[-1], colors=color,
@@ -70,9 +75,12 @@ def gap_figure(gaps: list[dict]):
     return fig
 
 
-def budget_then_seed(name: str) -> list[int]:
-    """Sort key of a refiner stage's name: train_refiner/b385/s1 -> [385, 1]."""
-    return [int(part[1:]) for part in name.split("/")[1:]]
+def budget_then_seed(name: str) -> tuple:
+    """Sort key of a refiner stage's name: train_refiner/b385/s1 -> ("", 385, 1), and with a
+    renderer train_refiner/type/b55 -> ("type", 55)."""
+    parts = name.split("/")[1:]
+    renderer = "" if parts[0][0] == "b" and parts[0][1:].isdigit() else parts.pop(0)
+    return (renderer, *(int(part[1:]) for part in parts))
 
 
 def d_accuracy_figure(histories: dict[str, list[dict]]):

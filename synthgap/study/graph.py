@@ -5,7 +5,7 @@ which enters its cache key; the stage function turns it back into the dataclass.
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 
 from synthgap.errors import UserError
 from synthgap.runner.dag import Stage
@@ -23,8 +23,8 @@ def build_graph(name: str, cfg: StudyConfig) -> dict[str, Stage]:
     """The stage graph of an experiment config."""
     from synthgap.data.mnist import FILES
 
-    e = cfg.experiment
     check_experiment(cfg)
+    regimes = parse_regimes(cfg)
     stages: dict[str, Stage] = {}
 
     def add(stage):
@@ -32,17 +32,85 @@ def build_graph(name: str, cfg: StudyConfig) -> dict[str, Stage]:
         stages[stage.name] = stage
 
     add(Stage("mnist", st.mnist, {"sha256": {k: v[2] for k, v in FILES.items()}}))
-    add(Stage("split", st.split, {"holdout": e.holdout, "seed": e.split_seed}, {"mnist": "mnist"}))
-    synthetic = add_sources(add, cfg)
-    cells = add_cells(add, cfg, synthetic)
+    add(Stage("split", st.split, {"holdout": cfg.experiment.holdout, "seed": cfg.experiment.split_seed},
+              {"mnist": "mnist"}))
+    synthetic, measured = {}, {}
+    for renderer in dict.fromkeys(r.renderer for r in regimes):
+        synthetic[renderer] = add_sources(add, cfg, renderer, measured)
+    cells = add_cells(add, cfg, regimes, synthetic)
     group_cells(stages, cells, cfg.classifier.group)
-    if set(e.mixtures) - {"real"}:  # a real-only study has no synthetic source to measure
-        add_gaps(add, stages, cfg)
+    if measured:  # a real-only study has no synthetic source to measure
+        add_gaps(add, cfg, measured)
     renders = [n for n in stages
                if n.startswith(("render_", "refine/", "train_refiner/", "tone/", "gap/"))]
-    add(Stage("report", st.report, {"experiment": name},
+    named = {"regimes": [r.name for r in regimes]} if regimes[0].renderer else {}
+    add(Stage("report", st.report, {"experiment": name, **named},
               {**{c: c for c in cells}, **{r: r for r in renders}, "split": "split"}, publish=True))
     return stages
+
+
+# ---------------------------------------------------------------------------------- regimes
+MIXINGS = ("chosen", "concat")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A regime of the study: a renderer, a classifier and a way of mixing, each by name in
+    [experiment] (renderers, classifiers; mixing "chosen" or "concat"). The study without
+    regimes has one, with empty names: its stages carry no regime in their names."""
+    renderer: str = ""
+    classifier: str = ""
+    mixing: str = "chosen"
+
+    @property
+    def name(self) -> str:
+        return f"{self.renderer}/{self.classifier}/{self.mixing}"
+
+    def factors(self, mixture: str) -> dict[str, str]:
+        """The factors a cell of `mixture` depends on, so that regimes alike in them share it:
+        a real cell its classifier alone, synthetic images alone the renderer too, a mixture all
+        three."""
+        if not self.renderer:
+            return {}
+        if mixture == "real":
+            return {"classifier": self.classifier}
+        out = {"renderer": self.renderer, "classifier": self.classifier}
+        return {**out, "mixing": self.mixing} if mixture.startswith("real+") else out
+
+
+def parse_regimes(cfg: StudyConfig) -> list[Regime]:
+    """experiment.regimes as Regimes, each name checked ([Regime()] for a study without)."""
+    e = cfg.experiment
+    if not e.regimes:
+        return [Regime()]
+    out = []
+    for name in e.regimes:
+        parts = name.split("/")
+        if len(parts) != 3:
+            raise UserError(f"experiment.regimes: {name!r} is not renderer/classifier/mixing, e.g. "
+                            "\"type/plain/concat\"")
+        for part, known, what in ((parts[0], e.renderers, "renderers"),
+                                  (parts[1], e.classifiers, "classifiers"), (parts[2], MIXINGS, "")):
+            if part not in known:
+                where = f"experiment.{what}" if what else "the mixings"
+                raise UserError(f"experiment.regimes: {name!r} names {part!r}, not one of {where}: "
+                                f"{', '.join(known)}")
+        out.append(Regime(*parts))
+    if len(set(out)) < len(out):
+        raise UserError(f"experiment.regimes names a regime twice: {e.regimes}")
+    return out
+
+
+def overridden(base, over: dict, where: str):
+    """The settings dataclass `base` with the keys of `over` (checked as a config file's are)."""
+    from synthgap.settings import checked, hints, nearest
+
+    valid = hints(type(base))
+    for k in over:
+        if k not in valid:
+            raise UserError(f"{where}: unknown key {k!r}; {nearest(k, valid)}valid: "
+                            f"{', '.join(valid)}")
+    return replace(base, **{k: checked(v, valid[k], f"{where}.{k}") for k, v in over.items()})
 
 
 def check_experiment(cfg: StudyConfig) -> None:
@@ -59,6 +127,9 @@ def check_experiment(cfg: StudyConfig) -> None:
     if set(e.mixtures) - {"real", "real+composite"} and max(e.budgets) >= e.synthetic_total:
         raise UserError("experiment.synthetic_total must exceed every budget (font cells get "
                         "synthetic_total - budget renders)")
+    if any(not 0 < b <= pool for b in e.real_budgets):
+        raise UserError(f"experiment.real_budgets must lie in 1..{pool} (the pool), got "
+                        f"{e.real_budgets}")
     if not e.seeds:
         raise UserError("experiment.seeds is empty; give at least one seed")
     if cfg.classifier.group < 1:
@@ -66,16 +137,22 @@ def check_experiment(cfg: StudyConfig) -> None:
                         f"{cfg.classifier.group}")
 
 
-def add_sources(add, cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
-    """The stages that make synthetic images (renders, composites, refiners, tone curves); returns
-    mixture -> (the stage giving its images, "{b}" and "{s}" for the budget and seed; the params a
-    cell of it adds)."""
-    mixtures, T = set(cfg.experiment.mixtures), cfg.experiment.synthetic_total
+def add_sources(add, cfg: StudyConfig, renderer: str, measured: dict) -> dict[str, tuple[str, dict]]:
+    """The stages that make synthetic images with one renderer (renders, composites, refiners,
+    tone curves; "": [fonts] as it is); returns mixture -> (the stage giving its images, "{b}" and
+    "{s}" for the budget and seed; the params a cell of it adds). Adds to `measured` the sources
+    the gap instruments measure: gap stage -> (source, budget, stage, renderer)."""
+    mixtures = {m.partition(":")[0] for m in cfg.experiment.mixtures}
+    T, tag = cfg.experiment.synthetic_total, f"/{renderer}" if renderer else ""
+    named = {"renderer": renderer} if renderer else {}
     synthetic = {}
     if mixtures - {"real"}:
-        check_fonts(cfg)
-        add(Stage("render_fonts", st.render_fonts, {"fonts": asdict(cfg.fonts), "total": T}))
-        synthetic["font"] = synthetic["real+font"] = ("render_fonts", {"total": T})
+        fonts = (overridden(cfg.fonts, cfg.experiment.renderers[renderer],
+                            f"experiment.renderers.{renderer}") if renderer else cfg.fonts)
+        check_fonts(fonts)
+        add(Stage(f"render_fonts{tag}", st.render_fonts, {"fonts": asdict(fonts), "total": T, **named}))
+        synthetic["font"] = synthetic["real+font"] = (f"render_fonts{tag}", {"total": T})
+        measured[f"gap/font{tag}"] = ("font", None, f"render_fonts{tag}", renderer)
     if "real+composite" in mixtures:
         comp = cfg.composites
         if comp.train_mode not in comp.modes:
@@ -83,52 +160,78 @@ def add_sources(add, cfg: StudyConfig) -> dict[str, tuple[str, dict]]:
                             f"composites.modes {comp.modes}")
         knobs = {k: v for k, v in asdict(comp).items() if k not in ("modes", "train_mode")}
         for mode in comp.modes:
-            add(Stage(f"render_composites/{mode}", st.render_composites,
-                      {"composites": knobs, "mode": mode}, {"fonts": "render_fonts"}))
-        synthetic["real+composite"] = (f"render_composites/{comp.train_mode}", {})
+            name = f"render_composites{tag}/{mode}"
+            add(Stage(name, st.render_composites, {"composites": knobs, "mode": mode, **named},
+                      {"fonts": f"render_fonts{tag}"}))
+            measured[f"gap/composite-{mode}{tag}"] = (f"composite-{mode}", None, name, renderer)
+        synthetic["real+composite"] = (f"render_composites{tag}/{comp.train_mode}", {})
     if mixtures & {"gan", "real+gan", "tone", "real+tone"}:
-        add_refiners(add, cfg, mixtures)
+        add_refiners(add, cfg, mixtures, tag, named, measured)
         for kind, stage in (("gan", "refine"), ("tone", "tone")):
-            template = stage + "/b{b}" + ("/s{s}" if cfg.refiner.per_seed else "")
+            template = stage + tag + "/b{b}" + ("/s{s}" if cfg.refiner.per_seed else "")
             extra = {"total": T, **({"variants": cfg.refiner.variants} if kind == "gan" else {})}
             synthetic[kind] = synthetic[f"real+{kind}"] = (template, extra)
     return synthetic
 
 
-def check_fonts(cfg: StudyConfig) -> None:
+def check_fonts(fonts) -> None:
     from renderers.fontfiles import excluded, font_files
     from renderers.fonts import EDGES
 
-    if cfg.fonts.edges not in EDGES:
-        raise UserError(f"fonts.edges {cfg.fonts.edges!r} is not an edge model; choose one of "
+    if fonts.edges not in EDGES:
+        raise UserError(f"fonts.edges {fonts.edges!r} is not an edge model; choose one of "
                         f"{', '.join(EDGES)}")
     try:
-        excluded(font_files(cfg.fonts.folders), cfg.fonts.exclude)
+        excluded(font_files(fonts.folders), fonts.exclude)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
 
-def add_cells(add, cfg: StudyConfig, synthetic: dict) -> list[str]:
-    """A classify cell per seed, budget and mixture, each on its budget of real images and, for a
-    synthetic mixture, its source's images; returns their names."""
+def add_cells(add, cfg: StudyConfig, regimes: list[Regime], synthetic: dict) -> list[str]:
+    """A classify cell per seed, budget, regime and mixture, each on its budget of real images
+    and, for a synthetic mixture, its renderer's source's images; real cells too at
+    `real_budgets`. A cell is named by the factors of its regime it depends on
+    (`classify/[renderer/][classifier/][mixing/]mixture/b../s..`), so regimes alike in them share
+    it. Returns the cells' names."""
     e = cfg.experiment
-    classifier = {k: v for k, v in asdict(cfg.classifier).items() if k != "group"}
-    fraction = synthetic_fractions(cfg)
-    cells = []
+    clean = {r.classifier: {k: v for k, v in asdict(overridden(
+        cfg.classifier, e.classifiers[r.classifier], f"experiment.classifiers.{r.classifier}")
+        if r.classifier else cfg.classifier).items() if k != "group"} for r in regimes}
+    cells: dict[str, None] = {}
     for seed in e.seeds:
-        for b in e.budgets:
+        for b in dict.fromkeys([*e.budgets, *e.real_budgets]):
             add(budget_stage(b, seed))
-            for m in e.mixtures:
-                cells.append(f"classify/{m}/b{b}/s{seed}")
-                deps = {"budget": f"budget/b{b}/s{seed}", "mnist": "mnist"}
-                source, extra = synthetic.get(m, (None, {}))
-                if source is not None:
-                    deps["synthetic"] = source.format(b=b, s=seed)
-                share = fraction[b] if m.startswith("real+") else float(m != "real")
-                add(Stage(cells[-1], st.classify,
-                          {"classifier": classifier, "mixture": m, "budget": b, "seed": seed,
-                           "synthetic_fraction": share, **extra}, deps, network=True))
-    return cells
+            for regime in regimes:
+                for m in e.mixtures if b in e.budgets else ["real"]:
+                    factors = regime.factors(m)
+                    name = "/".join(["classify", *factors.values(), m, f"b{b}", f"s{seed}"])
+                    if name in cells:
+                        continue
+                    cells[name] = None
+                    deps = {"budget": f"budget/b{b}/s{seed}", "mnist": "mnist"}
+                    source, extra = synthetic[regime.renderer].get(m.partition(":")[0], (None, {}))
+                    if source is not None:
+                        deps["synthetic"] = source.format(b=b, s=seed)
+                    add(Stage(name, st.classify,
+                              {"classifier": clean[regime.classifier], "mixture": m, "budget": b,
+                               "seed": seed, "synthetic_fraction": share(cfg, m, b, factors, extra),
+                               **extra, **({"regime": factors} if factors else {}),
+                               **({"mixing": "concat"} if factors.get("mixing") == "concat" else {})},
+                              deps, network=True))
+    return list(cells)
+
+
+def share(cfg: StudyConfig, mixture: str, b: int, factors: dict, extra: dict) -> float:
+    """The share of synthetic images in a cell's batches: 0 for real digits alone, 1 for
+    synthetic ones alone; for a mixture the chosen share at its budget, or, mixed by concat, its
+    synthetic images' share of the pooled images."""
+    if not mixture.startswith("real+"):
+        return float(mixture != "real")
+    if factors.get("mixing") != "concat":
+        return synthetic_fractions(cfg)[b]
+    n = (cfg.composites.count if mixture.startswith("real+composite")
+         else (extra["total"] - b) * extra.get("variants", 1))
+    return n / (n + b)
 
 
 def synthetic_fractions(cfg: StudyConfig) -> dict[int, float]:
@@ -203,58 +306,59 @@ def refiner_seeds(cfg: StudyConfig) -> list[tuple[int, str]]:
     return [(seeds[0], "")]
 
 
-def add_refiners(add, cfg: StudyConfig, mixtures: set) -> None:
+def add_refiners(add, cfg: StudyConfig, mixtures: set, tag: str, named: dict,
+                 measured: dict) -> None:
     """oracle, and per budget (and seed, with `refiner.per_seed`) train_refiner and refine (the
-    GAN) and tone (the tone-curve baseline), each on that seed's budget of real images."""
+    GAN) and tone (the tone-curve baseline), each on that seed's budget of real images and the
+    renders of `render_fonts{tag}`; the first seed's refined and toned renders are `measured`."""
     knobs = refiner_knobs(cfg)
     add_oracle(add, cfg)
     oracle = {"oracle_width": cfg.oracle_classifier().width}
+    renders, first = f"render_fonts{tag}", cfg.experiment.seeds[0]
     for b in cfg.experiment.budgets:
         ref = asdict(knobs[b])
         match = {k: ref[k] for k in ("match_levels", "match_nearest")}
         trained = {k: v for k, v in ref.items() if k not in AFTER_TRAINING}
         for seed, suffix in refiner_seeds(cfg):
             add(budget_stage(b, seed))
-            inputs = {"budget": f"budget/b{b}/s{seed}", "synthetic": "render_fonts",
-                      "oracle": "oracle"}
+            inputs = {"budget": f"budget/b{b}/s{seed}", "synthetic": renders, "oracle": "oracle"}
             if mixtures & {"tone", "real+tone"}:
-                add(Stage(f"tone/b{b}{suffix}", st.tone,
-                          {"budget": b, "seed": seed, **oracle, **match}, inputs))
+                add(Stage(f"tone{tag}/b{b}{suffix}", st.tone,
+                          {"budget": b, "seed": seed, **oracle, **match, **named}, inputs))
+                if seed == first:
+                    measured[f"gap/tone{tag}/b{b}"] = ("tone", b, f"tone{tag}/b{b}{suffix}",
+                                                       named.get("renderer", ""))
             if not mixtures & {"gan", "real+gan"}:
                 continue
-            add(Stage(f"train_refiner/b{b}{suffix}", st.train_refiner,
-                      {"refiner": trained, "budget": b, "seed": seed},
-                      {"budget": inputs["budget"], "synthetic": "render_fonts",
+            add(Stage(f"train_refiner{tag}/b{b}{suffix}", st.train_refiner,
+                      {"refiner": trained, "budget": b, "seed": seed, **named},
+                      {"budget": inputs["budget"], "synthetic": renders,
                        **({"split": "split"} if ref["val_images"] > 0 else {})}, network=True))
-            add(Stage(f"refine/b{b}{suffix}", st.refine,
-                      {"budget": b, "seed": seed, "variants": ref["variants"], **oracle, **match},
-                      {**inputs, "refiner": f"train_refiner/b{b}{suffix}"}, network=True))
+            add(Stage(f"refine{tag}/b{b}{suffix}", st.refine,
+                      {"budget": b, "seed": seed, "variants": ref["variants"], **oracle, **match,
+                       **named},
+                      {**inputs, "refiner": f"train_refiner{tag}/b{b}{suffix}"}, network=True))
+            if seed == first:
+                measured[f"gap/refined{tag}/b{b}"] = ("refined", b, f"refine{tag}/b{b}{suffix}",
+                                                      named.get("renderer", ""))
 
 
-def add_gaps(add, stages: dict, cfg: StudyConfig) -> None:
-    """gap/<source>[/b{b}] for every synthetic source in the graph and the real-vs-real control;
-    with per-seed refiners, the first seed's refined and toned renders are measured."""
-    def first_out(stage):
-        return st.OUTS[stage.split("/")[0]][0]
+def add_gaps(add, cfg: StudyConfig, measured: dict) -> None:
+    """gap/<source>[/renderer][/b{b}] for every `measured` source (gap stage -> (source, budget,
+    stage, renderer)) and the real-vs-real control."""
+    from classifiers.detector import KINDS
 
-    sources = {"gap/real-control": ("real-control", None, "split", first_out("split"))}
-    first = cfg.experiment.seeds[0]
-    for name in stages:
-        parts = name.split("/")
-        if name == "render_fonts":
-            sources["gap/font"] = ("font", None, name, first_out(name))
-        elif parts[0] == "render_composites":
-            sources[f"gap/composite-{parts[1]}"] = (f"composite-{parts[1]}", None, name,
-                                                    first_out(name))
-        elif parts[0] in ("refine", "tone") and parts[2:] in ([], [f"s{first}"]):
-            source = {"refine": "refined", "tone": "tone"}[parts[0]]
-            sources[f"gap/{source}/b{int(parts[1][1:])}"] = (source, int(parts[1][1:]), name,
-                                                             first_out(name))
-    if not any(n.startswith(("train_refiner/", "tone/")) for n in stages):
-        add_oracle(add, cfg)
-    for name, (source, budget, stage, file) in sources.items():
+    bad = [i for i in cfg.gap.instruments if i not in (*KINDS, "svdd")]
+    if bad or not cfg.gap.instruments:
+        raise UserError(f"gap.instruments: {bad or 'none given'}; choose among "
+                        f"{', '.join((*KINDS, 'svdd'))}")
+    add_oracle(add, cfg)
+    sources = {"gap/real-control": ("real-control", None, "split", ""), **measured}
+    for name, (source, budget, stage, renderer) in sources.items():
         add(Stage(name, st.gap, {"gap": asdict(cfg.gap), "source": source, "budget": budget,
-                                 "file": file, "oracle_width": cfg.oracle_classifier().width},
+                                 "file": st.OUTS[stage.split("/")[0]][0],
+                                 "oracle_width": cfg.oracle_classifier().width,
+                                 **({"renderer": renderer} if renderer else {})},
                   {"source": stage, "split": "split", "oracle": "oracle"}, network=True))
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
 from synthgap.study.figures import budget_then_seed, d_accuracy_figure, error_figure, gap_figure
+from synthgap.study.worth import COLUMNS as WORTH_COLUMNS, worth, worth_lines
 
 # two-sided 95 % critical values of Student's t for 1..30 degrees of freedom
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -37,52 +39,79 @@ def mean_ci(values, clip: bool = True) -> tuple[float, float, float]:
     return mean, max(0.0, mean - half), min(1.0, mean + half)  # errors are fractions in [0, 1]
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """One summary row per (mixture, budget) over seeds, sorted by mixture then budget."""
-    cells: dict = {}
+def by_regime(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by their regime ("" for a study without regimes), in the order the regimes first come."""
+    out: dict[str, list[dict]] = {}
     for r in rows:
-        cells.setdefault((r["mixture"], int(r["budget"])), []).append(float(r["test_error"]))
+        out.setdefault(r.get("regime", ""), []).append(r)
+    return out
+
+
+def with_regime(regime: str, rows: list[dict]) -> list[dict]:
+    return [{"regime": regime, **r} for r in rows] if regime else rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One summary row per (regime, mixture, budget) over seeds, sorted by mixture then budget
+    within each regime."""
     out = []
-    for (mixture, budget), errors in sorted(cells.items()):
-        mean, low, high = mean_ci(errors)
-        out.append({"mixture": mixture, "budget": budget, "n_seeds": len(errors),
-                    "mean_error": mean, "ci95_low": low, "ci95_high": high})
+    for regime, mine in by_regime(rows).items():
+        cells: dict = {}
+        for r in mine:
+            cells.setdefault((r["mixture"], int(r["budget"])), []).append(float(r["test_error"]))
+        for (mixture, budget), errors in sorted(cells.items()):
+            mean, low, high = mean_ci(errors)
+            out += with_regime(regime, [{"mixture": mixture, "budget": budget,
+                                         "n_seeds": len(errors), "mean_error": mean,
+                                         "ci95_low": low, "ci95_high": high}])
     return out
 
 
 def compared_pairs(mixtures) -> list[tuple[str, str]]:
     """The pairs of mixtures the paired table compares, of those a run has: each `real+X` against
-    `real` (does X help the real images?), `real+gan` against the other `real+X` and `gan` against
-    `font` and `tone` (does the refiner add anything?)."""
+    `real` (does X help the real images?), `real+gan` against the other `real+X`, `gan` against
+    `font` and `tone` (does the refiner add anything?) and each `real+X` against its label control
+    `real+X:shuffled` (how much of X's help is digit knowledge?)."""
     have = set(mixtures)
     pairs = [(m, "real") for m in sorted(have) if m.startswith("real+")]
-    pairs += [("real+gan", m) for m in sorted(have) if m.startswith("real+") and m != "real+gan"]
+    pairs += [("real+gan", m) for m in sorted(have)
+              if m.startswith("real+") and m != "real+gan" and ":" not in m]
     pairs += [("gan", "font"), ("gan", "tone")]
+    pairs += [(m.partition(":")[0], m) for m in sorted(have) if m.startswith("real+") and ":" in m]
     return [(a, b) for a, b in pairs if a in have and b in have]
 
 
+def differences(error: dict, a: str, b: str, budget: int) -> list[float]:
+    """error(a) - error(b) on every seed both ran at `budget` (error: (mixture, budget, seed) ->
+    test error)."""
+    return [e - error[b, budget, s] for (m, bud, s), e in sorted(error.items())
+            if m == a and bud == budget and (b, budget, s) in error]
+
+
 def paired(rows: list[dict]) -> list[dict]:
-    """Paired differences of test error: for each compared pair (a, b) and budget, the mean over
-    the seeds both ran of error(a) - error(b), with its 95 % t interval. Every mixture of one
-    budget and seed trains on the same real images, so the difference leaves out how lucky the
-    seed's draw was, which dominates each mixture's own interval at small budgets."""
-    error = {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"])
-             for r in rows}
+    """Paired differences of test error: for each regime, compared pair (a, b) and budget, the
+    mean over the seeds both ran of error(a) - error(b), with its 95 % t interval. Every mixture
+    of one budget and seed trains on the same real images, so the difference leaves out how lucky
+    the seed's draw was, which dominates each mixture's own interval at small budgets."""
     out = []
-    for a, b in compared_pairs({r["mixture"] for r in rows}):
-        for budget in sorted({k[1] for k in error if k[0] == a}):
-            seeds = sorted(s for m, bud, s in error if m == a and bud == budget
-                           and (b, budget, s) in error)
-            if seeds:
-                mean, low, high = mean_ci([error[a, budget, s] - error[b, budget, s]
-                                           for s in seeds], clip=False)
-                out.append({"mixture": a, "against": b, "budget": budget, "n_seeds": len(seeds),
-                            "mean_difference": mean, "ci95_low": low, "ci95_high": high})
+    for regime, mine in by_regime(rows).items():
+        error = {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"])
+                 for r in mine}
+        for a, b in compared_pairs({r["mixture"] for r in mine}):
+            for budget in sorted({k[1] for k in error if k[0] == a}):
+                diffs = differences(error, a, b, budget)
+                if diffs:
+                    mean, low, high = mean_ci(diffs, clip=False)
+                    out += with_regime(regime, [{"mixture": a, "against": b, "budget": budget,
+                                                 "n_seeds": len(diffs), "mean_difference": mean,
+                                                 "ci95_low": low, "ci95_high": high}])
     return out
 
 
 def paired_lines(pairs: list[dict]) -> list[str]:
     """results.md's table of paired differences."""
+    if not pairs:
+        return []
     budgets = sorted({p["budget"] for p in pairs})
     lines = ["", "## Paired differences", "",
              "Test error of one mixture minus another's on the same seeds, whose real images "
@@ -146,57 +175,87 @@ def d_accuracy_lines(histories: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
-                     refiners: dict, tones: dict, note: str = "",
-                     histories: dict | None = None, pairs: list[dict] | None = None,
-                     machines: list[str] | None = None) -> str:
-    """results.md: the error, paired-difference, gap, retention and discriminator tables of a
-    finished run; `machines`: what its cells ran on (the same code gives other floats on another
-    CPU's kernels)."""
+def error_lines(summary: list[dict]) -> list[str]:
+    """results.md's table of every mixture's test error by budget."""
     budgets = sorted({int(r["budget"]) for r in summary})
-    lines = [f"# Results of `{experiment}`", "",
-             note or f"Written by `pipeline report {experiment}` from the run's cached stages."
-             + (f" Its classifier cells ran on {'; '.join(machines)}." if machines else ""), "",
-             "## MNIST test error", "",
-             "Mean over seeds with its 95 % t interval; the MNIST test set (10,000 digits).", "",
-             "| mixture | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
+    lines = ["| mixture | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
              "|---|" + "---:|" * len(budgets)]
     cells = {(r["mixture"], int(r["budget"])): r for r in summary}
     for mixture in sorted({r["mixture"] for r in summary}):
         row = [fmt_ci(float(c["mean_error"]), float(c["ci95_low"]), float(c["ci95_high"]))
                if (c := cells.get((mixture, b))) else "" for b in budgets]
         lines.append(f"| {mixture} | " + " | ".join(row) + " |")
-    if pairs:
-        lines += paired_lines(pairs)
-    if gaps:
-        instruments = sorted({g["instrument"] for g in gaps})
-        lines += ["", "## Real/synthetic gap", "",
-                  "AUC of each instrument against held-out real digits (0.5: no gap), with its "
-                  "DeLong 95 % interval; Fréchet distance in the oracle's features.", "",
-                  "| source | budget | " + " | ".join(instruments) + " | Fréchet |",
-                  "|---|---:|" + "---:|" * (len(instruments) + 1)]
-        by_source: dict = {}
-        for g in gaps:
-            by_source.setdefault((g["source"], str(g["budget"])), {})[g["instrument"]] = g
-        for (source, budget), row in sorted(by_source.items(),
-                                            key=lambda kv: (kv[0][0], kv[0][1].zfill(6))):
-            aucs = [fmt_ci(float(g["auc"]), float(g["auc_ci_low"]), float(g["auc_ci_high"]), 3)
-                    if (g := row.get(i)) else "" for i in instruments]
-            frechet = float(next(iter(row.values()))["frechet"])
-            lines.append(f"| {source} | {budget} | " + " | ".join(aucs) + f" | {frechet:.1f} |")
+    return lines
+
+
+def gap_lines(gaps: list[dict]) -> list[str]:
+    """results.md's table of the gap instruments' AUCs and Fréchet distances by source."""
+    instruments = sorted({g["instrument"] for g in gaps})
+    lines = ["", "## Real/synthetic gap", "",
+             "AUC of each instrument against held-out real digits (0.5: no gap), with its "
+             "DeLong 95 % interval; Fréchet distance in the oracle's features.", "",
+             "| source | budget | " + " | ".join(instruments) + " | Fréchet |",
+             "|---|---:|" + "---:|" * (len(instruments) + 1)]
+    by_source: dict = {}
+    for g in gaps:
+        by_source.setdefault((source_name(g), str(g["budget"])), {})[g["instrument"]] = g
+    for (source, budget), row in sorted(by_source.items(),
+                                        key=lambda kv: (kv[0][0], kv[0][1].zfill(6))):
+        aucs = [fmt_ci(float(g["auc"]), float(g["auc_ci_low"]), float(g["auc_ci_high"]), 3)
+                if (g := row.get(i)) else "" for i in instruments]
+        frechet = float(next(iter(row.values()))["frechet"])
+        lines.append(f"| {source} | {budget} | " + " | ".join(aucs) + f" | {frechet:.1f} |")
+    return lines
+
+
+def source_name(g: dict) -> str:
+    """A gap source with its renderer, in a study with regimes: "refined (type)"."""
+    return g["source"] + (f" ({g['renderer']})" if g.get("renderer") else "")
+
+
+def retention_lines(refiners: dict, tones: dict) -> list[str]:
+    """results.md's label-retention table (refiners, tones: budget, or (renderer, budget), ->
+    the metrics of its refine or tone stage)."""
     keys = (("label_retention", "retention"), ("retention_of_read_renders", "of read renders"),
             ("label_agreement", "agreement"), ("oracle_accuracy_on_renders", "oracle on renders"))
+    lines = ["", "## Label retention", "",
+             "The oracle's accuracy on refined or toned renders against their render labels; "
+             "of read renders: over the renders it reads right; agreement: how often it reads "
+             "a changed render as it reads the render.", "",
+             "| source | budget | " + " | ".join(k[1] for k in keys) + " |",
+             "|---|---:|" + "---:|" * len(keys)]
+    for source, found in (("refined", refiners), ("tone", tones)):
+        for key, m in sorted(found.items(), key=lambda kv: str(kv[0]).zfill(6)):
+            renderer, budget = key if isinstance(key, tuple) else ("", key)
+            lines.append(f"| {source_name({'source': source, 'renderer': renderer})} | {budget} | "
+                         + " | ".join(f"{m[k]:.4f}" if k in m else "" for k, _ in keys) + " |")
+    return lines
+
+
+def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
+                     refiners: dict, tones: dict, note: str = "",
+                     histories: dict | None = None, pairs: list[dict] | None = None,
+                     machines: list[str] | None = None, worths: list[dict] | None = None) -> str:
+    """results.md: the error, paired-difference, worth, gap, retention and discriminator tables
+    of a finished run (the first three per regime, in a study with regimes); `machines`: what its
+    cells ran on (the same code gives other floats on another CPU's kernels)."""
+    lines = [f"# Results of `{experiment}`", "",
+             note or f"Written by `pipeline report {experiment}` from the run's cached stages."
+             + (f" Its classifier cells ran on {'; '.join(machines)}." if machines else "")]
+    pairs, worths = by_regime(pairs or []), by_regime(worths or [])
+    for regime, mine in by_regime(summary).items():
+        real = sorted(int(r["budget"]) for r in mine if r["mixture"] == "real")
+        head = "##" if not regime else "###"
+        lines += ([""] + ([f"## Regime {regime}", ""] if regime else [])
+                  + [f"{head} MNIST test error", "",
+                     "Mean over seeds with its 95 % t interval; the MNIST test set (10,000 "
+                     "digits).", ""] + error_lines(mine))
+        more = paired_lines(pairs.get(regime, [])) + worth_lines(worths.get(regime, []), real)
+        lines += [f"#{line}" if regime and line.startswith("## ") else line for line in more]
+    if gaps:
+        lines += gap_lines(gaps)
     if refiners or tones:
-        lines += ["", "## Label retention", "",
-                  "The oracle's accuracy on refined or toned renders against their render labels; "
-                  "of read renders: over the renders it reads right; agreement: how often it reads "
-                  "a changed render as it reads the render.", "",
-                  "| source | budget | " + " | ".join(k[1] for k in keys) + " |",
-                  "|---|---:|" + "---:|" * len(keys)]
-        for source, found in (("refined", refiners), ("tone", tones)):
-            for budget, m in sorted(found.items()):
-                lines.append(f"| {source} | {budget} | "
-                             + " | ".join(f"{m[k]:.4f}" if k in m else "" for k, _ in keys) + " |")
+        lines += retention_lines(refiners, tones)
     if histories:
         lines += d_accuracy_lines(histories)
     return "\n".join(lines) + "\n"
@@ -206,74 +265,136 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                  refiners: dict | None = None, gaps: list[dict] | None = None,
                  histories: dict | None = None, experiment: str = "",
                  tones: dict | None = None, machines: list[str] | None = None) -> list[dict]:
-    """results.csv, summary.csv, paired.csv, results.md, plots/ and tb/ in `out`; return the
-    summary.
+    """results.csv, summary.csv, paired.csv, worth.csv, results.md, plots/ and tb/ in `out`;
+    return the summary. Rows of a study with regimes carry a `regime` (a cell shared by regimes
+    appears under each); every table is then per regime.
 
-    TensorBoard: the run `study` holds the error of every mixture (`error/<mixture>`) and the AUC
-    of every source (`gap/<instrument>/<source>`) against x = 100·log10(budget), with a
-    custom-scalars layout that overlays each family in one chart; every cell is a run
-    `cells/<mixture>-b<budget>-s<seed>` with its HParams (mixture, budget, seed, steps,
-    synthetic fraction) and its test error."""
+    TensorBoard: every mixture is a run `mixtures/<mixture>` (so each gets its own colour) with
+    its error (`error`, or `error/<regime>`) and its worth in real images against x =
+    100·log10(budget), and every gap source a run `sources/<source>` with the AUC of each
+    instrument (`gap/<instrument>`); a custom-scalars layout in the run `study` overlays the runs
+    of a tag in one chart. Every cell is a run `cells/<mixture>-b<budget>-s<seed>` with its
+    HParams (mixture, budget, seed, steps, synthetic fraction) and its test error."""
     from torch.utils.tensorboard import SummaryWriter
-    import torch
-    from torchvision.utils import make_grid
 
-    rows = sorted(rows, key=lambda r: (r["mixture"], int(r["budget"]), int(r["seed"])))
-    summary = summarize(rows)
-    write_csv(out / "results.csv", rows, RESULT_COLUMNS)
-    write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
-    pairs = paired(rows)
-    write_csv(out / "paired.csv", pairs, PAIRED_COLUMNS)
+    order = {regime: i for i, regime in enumerate(by_regime(rows))}
+    rows = sorted(rows, key=lambda r: (order[r.get("regime", "")], r["mixture"], int(r["budget"]),
+                                       int(r["seed"])))
+    regimes = [r for r in order if r]
+    first = ["regime"] if regimes else []
+    summary, pairs = summarize(rows), paired(rows)
+    worths = [w for regime, mine in by_regime(rows).items() for w in with_regime(regime, worth(mine))]
+    write_csv(out / "results.csv", rows, first + RESULT_COLUMNS)
+    write_csv(out / "summary.csv", summary, first + SUMMARY_COLUMNS)
+    write_csv(out / "paired.csv", pairs, first + PAIRED_COLUMNS)
+    write_csv(out / "worth.csv", worths, first + WORTH_COLUMNS)
     (out / "plots").mkdir()
-    fig = error_figure(summary)
+    fig = error_figure([r for r in summary if r.get("regime", "") == next(iter(order))])
     fig.savefig(out / "plots" / "error_vs_data.png")
     writer = SummaryWriter(str(out / "tb" / "study"))
-    x = "x = 100·log10(real images): 55 -> 174, 385 -> 259, 5,500 -> 374, 38,500 -> 459"
-    layout = {"error vs data": {f"MNIST test error of every mixture ({x})":
-                                ["Multiline", ["error/.*"]]}}
-    for r in summary:
-        writer.add_scalar(f"error/{r['mixture']}", r["mean_error"], log_step(r["budget"]))
     writer.add_figure("error_vs_data", fig)
+    layout = tensorboard_curves(out / "tb", summary, worths, regimes)
     for r in rows:
         hparams = {"mixture": r["mixture"], "budget": int(r["budget"]), "seed": int(r["seed"]),
                    "steps": int(r["steps"]),
-                   "synthetic_fraction": float(r.get("synthetic_fraction", 0.0))}
+                   "synthetic_fraction": float(r.get("synthetic_fraction", 0.0)),
+                   **({"regime": r["regime"]} if regimes else {})}
+        where = f"{r['regime'].replace('/', '-')}-" if regimes else ""
         writer.add_hparams(hparams, {"hparam/test_error": float(r["test_error"])},
-                           run_name=f"../cells/{r['mixture']}-b{r['budget']}-s{r['seed']}")
+                           run_name=f"../cells/{where}{r['mixture']}-b{r['budget']}-s{r['seed']}")
     if gaps:
         gaps = sorted(gaps, key=lambda g: (g["source"], str(g["budget"]).zfill(6), g["instrument"]))
-        write_csv(out / "gap.csv", gaps, GAP_COLUMNS)
+        write_csv(out / "gap.csv", gaps, (["renderer"] if regimes else []) + GAP_COLUMNS)
         gfig = gap_figure(gaps)
         gfig.savefig(out / "plots" / "gap_vs_budget.png")
         writer.add_figure("gap_vs_budget", gfig)
-        steps = sorted({log_step(int(g["budget"])) for g in gaps if g["budget"] != ""}) or [0]
-        for g in gaps:  # a source without a budget is a flat line across the budgets
-            for step in [log_step(int(g["budget"]))] if g["budget"] != "" else steps:
-                writer.add_scalar(f"gap/{g['instrument']}/{g['source']}", g["auc"], step)
-                if g["instrument"] == "c2st-pixel":
-                    writer.add_scalar(f"gap/frechet/{g['source']}", g["frechet"], step)
-        layout["gap vs budget"] = {
-            f"{i} AUC of every source ({x})": ["Multiline", [f"gap/{i}/.*"]]
-            for i in sorted({g["instrument"] for g in gaps}) + ["frechet"]}
+        layout["gap vs budget"] = tensorboard_gaps(out / "tb", gaps)
     writer.add_custom_scalars(layout)
     if histories and any("d_accuracy" in h for hs in histories.values() for h in hs):
         dfig = d_accuracy_figure(histories)
         dfig.savefig(out / "plots" / "d_accuracy.png")
         writer.add_figure("d_accuracy", dfig)
-    for budget, metrics in sorted((refiners or {}).items()):
+    for at, metrics in sorted((refiners or {}).items(), key=lambda kv: str(kv[0])):
+        renderer, budget = at if isinstance(at, tuple) else ("", at)
         for key in ("label_retention", "label_agreement", "oracle_accuracy_on_renders",
                     "retention_of_read_renders"):
             if key in metrics:
-                writer.add_scalar(f"refiner/{key}", metrics[key], log_step(budget))
-    for name, images in grids.items():
-        grid = make_grid(torch.as_tensor(images[:64]), nrow=8, padding=2, pad_value=128)
-        writer.add_image(f"samples/{name}", grid)
+                writer.add_scalar("/".join(["refiner", *[renderer] * bool(renderer), key]),
+                                  metrics[key], log_step(budget))
+    add_grids(writer, grids)
     writer.close()
     (out / "results.md").write_text(results_markdown(experiment, summary, gaps or [],
                                                      refiners or {}, tones or {},
                                                      histories=histories, pairs=pairs,
-                                                     machines=machines))
+                                                     machines=machines, worths=worths))
     return summary
+
+
+X_AXIS = "x = 100·log10(real images): 55 -> 174, 385 -> 259, 5,500 -> 374, 38,500 -> 459"
+
+
+def tensorboard_curves(tb: Path, summary: list[dict], worths: list[dict], regimes: list[str]) -> dict:
+    """Each mixture's error and worth in real images against the budget, in its own run
+    `mixtures/<mixture>` under tags `error` and `worth_in_real_images` (with regimes, a tag per
+    regime: `error/<regime>`); returns the custom-scalars charts overlaying them."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writers: dict = {}
+
+    def scalar(mixture, tag, value, budget):
+        if mixture not in writers:
+            writers[mixture] = SummaryWriter(str(tb / "mixtures" / mixture))
+        writers[mixture].add_scalar(tag, value, log_step(budget))
+
+    for r in summary:
+        scalar(r["mixture"], "/".join(["error", r.get("regime", "")]).rstrip("/"),
+               r["mean_error"], r["budget"])
+    for w in worths:
+        if math.isfinite(w["real_images"]):
+            scalar(w["mixture"], "/".join(["worth_in_real_images", w.get("regime", "")]).rstrip("/"),
+                   w["real_images"], w["budget"])
+    for w in writers.values():
+        w.close()
+    charts = {"error vs data": {}, "worth in real images": {}}
+    for regime in regimes or [""]:
+        suffix = f"/{regime}" if regime else ""
+        charts["error vs data"][f"MNIST test error of every mixture{suffix} ({X_AXIS})"] = [
+            "Multiline", [f"^error{re.escape(suffix)}$"]]
+        charts["worth in real images"][f"what every mixture is worth in real images{suffix} "
+                                       f"({X_AXIS})"] = [
+            "Multiline", [f"^worth_in_real_images{re.escape(suffix)}$"]]
+    return charts
+
+
+def tensorboard_gaps(tb: Path, gaps: list[dict]) -> dict:
+    """Each gap source's AUC of every instrument (and its Fréchet distance) against the budget in
+    its own run `sources/<source>`; a source without a budget is a flat line across the budgets.
+    Returns the custom-scalars charts."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    steps = sorted({log_step(int(g["budget"])) for g in gaps if g["budget"] != ""}) or [0]
+    writers: dict = {}
+    for g in gaps:
+        run = g["source"] + (f"-{g['renderer']}" if g.get("renderer") else "")
+        if run not in writers:
+            writers[run] = SummaryWriter(str(tb / "sources" / run))
+        for step in [log_step(int(g["budget"]))] if g["budget"] != "" else steps:
+            writers[run].add_scalar(f"gap/{g['instrument']}", g["auc"], step)
+            if g["instrument"] == "c2st-pixel":
+                writers[run].add_scalar("gap/frechet", g["frechet"], step)
+    for w in writers.values():
+        w.close()
+    return {f"{i} AUC of every source ({X_AXIS})": ["Multiline", [f"^gap/{re.escape(i)}$"]]
+            for i in sorted({g["instrument"] for g in gaps}) + ["frechet"]}
+
+
+def add_grids(writer, grids: dict[str, np.ndarray]) -> None:
+    import torch
+    from torchvision.utils import make_grid
+
+    for name, images in grids.items():
+        grid = make_grid(torch.as_tensor(images[:64]), nrow=8, padding=2, pad_value=128)
+        writer.add_image(f"samples/{name}", grid)
 
 
 def summary_table(path: Path):
@@ -332,30 +453,3 @@ def readme_block(summary: list[dict], experiment: str, page: str, figure: str) -
         lines.append(f"| {mixture} | " + " | ".join(row) + " |")
     lines += ["", f"![MNIST test error against real training images]({figure})", README_END]
     return "\n".join(lines)
-
-
-def publish_results(report: Path, readme: Path, experiment: str) -> list[Path]:
-    """Publish a finished report into a project: its results.md and error-vs-data figure under
-    docs/results/ beside `readme`, and the README's results block (between README_BEGIN and
-    README_END) written anew. Returns the files written."""
-    import os
-    import shutil
-
-    from synthgap.errors import UserError
-
-    begin, text = README_BEGIN.format(experiment=experiment), readme.read_text()
-    if text.count(begin) != 1 or text.count(README_END) != 1:
-        raise UserError(f"{readme} has no results block of {experiment}: put the line "
-                        f"'{begin}' and, below it, '{README_END}' where the results belong")
-    results = readme.parent / "docs" / "results"
-    page, figure = results / f"{experiment}.md", results / f"{experiment}-error_vs_data.png"
-    results.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(report / "results.md", page)
-    shutil.copyfile(report / "plots" / "error_vs_data.png", figure)
-    block = readme_block(read_csv(report / "summary.csv"), experiment,
-                         *(p.relative_to(readme.parent).as_posix() for p in (page, figure)))
-    head, rest = text.split(begin)
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(head + block + rest.split(README_END, 1)[1])
-    os.replace(tmp, readme)
-    return [page, figure, readme]

@@ -15,7 +15,8 @@ from classifiers.digits import load_model, save_model
 from synthgap.data.imageset import ImageSet, load_imageset, save_imageset
 from synthgap.devices import resolve_device
 
-MIXTURES = ("real", "font", "gan", "tone", "real+font", "real+gan", "real+tone", "real+composite")
+MIXTURES = ("real", "font", "gan", "tone", "real+font", "real+gan", "real+tone", "real+composite",
+            "real+font:shuffled", "real+gan:shuffled", "real+tone:shuffled")
 # The files each kind of stage writes: the runner checks them before it marks a stage done, and a
 # downstream stage reads an upstream's first one.
 OUTS = {"mnist": ("train.npz", "test.npz"), "split": ("pool.npz", "holdout.npz"),
@@ -95,11 +96,17 @@ def render_composites(params, inputs, out, ctx):
 
 
 def mixture_sources(params, inputs, real, load=load_imageset):
-    """[(images, labels, batch fraction)] of a classify cell's mixture (`load` reads an ImageSet)."""
+    """[(images, labels, batch fraction)] of a classify cell's mixture (`load` reads an ImageSet).
+
+    `real+X` draws each batch's `synthetic_fraction` from X's images; with `mixing = "concat"` the
+    real and X's images are one pool, drawn alike (each batch (T - b)/T synthetic on average, as
+    many images as there are). `X:shuffled` is X's images with labels drawn uniformly at random,
+    fixed by the seed: the control that has the images and no digit knowledge."""
     mixture, f = params["mixture"], params["synthetic_fraction"]
     if mixture == "real":
         return [(real.images, real.labels, 1.0)]
-    kind = mixture.removeprefix("real+")
+    base, _, control = mixture.partition(":")
+    kind = base.removeprefix("real+")
     if kind in SYNTHETIC_FILES:
         # the first T - b renders; refined sets of k variants hold k copies of the renders, one
         # after the other, and the cell takes the same renders' k variants
@@ -114,9 +121,21 @@ def mixture_sources(params, inputs, real, load=load_imageset):
         synthetic = load(Path(inputs["synthetic"]) / "composites.npz")
     else:
         raise ValueError(f"unknown mixture {mixture!r}; known: {', '.join(MIXTURES)}")
-    if mixture == kind:
-        return [(synthetic.images, synthetic.labels, 1.0)]
-    return [(real.images, real.labels, 1 - f), (synthetic.images, synthetic.labels, f)]
+    images, labels = synthetic.images, synthetic.labels
+    if control == "shuffled":
+        labels = shuffled_labels(len(labels), params["seed"])
+    elif control:
+        raise ValueError(f"unknown control {control!r} of mixture {mixture!r}; known: shuffled")
+    if base == kind:
+        return [(images, labels, 1.0)]
+    if params.get("mixing") == "concat":
+        return [(np.concatenate([real.images, images]), np.concatenate([real.labels, labels]), 1.0)]
+    return [(real.images, real.labels, 1 - f), (images, labels, f)]
+
+
+def shuffled_labels(n: int, seed: int) -> np.ndarray:
+    """n labels drawn uniformly from the ten digits, the same for a seed (the label control)."""
+    return np.random.default_rng([seed, 10]).integers(0, 10, n).astype(np.int64)
 
 
 def classify(params, inputs, out, ctx):
@@ -293,19 +312,22 @@ def gap(params, inputs, out, ctx):
     other = other[rng.permutation(len(other))[:cfg.samples]]
     real = holdout[rng.permutation(len(holdout))[:cfg.samples]]
     rows = [c2st(real, other, kind, cfg, cfg.seed, device, ctx.report, ctx.precision)
-            for kind in ("pixel", "fourier", "grey")]
+            for kind in cfg.instruments if kind != "svdd"]
     half = len(real) // 2  # SVDD learns from one half of the real images, is tested on the other
-    rows.append(deep_svdd(real[:half], real[half:], other[len(other) // 2:], cfg, cfg.seed,
-                          device, ctx.report, precision=ctx.precision))
+    if "svdd" in cfg.instruments:
+        rows.append(deep_svdd(real[:half], real[half:], other[len(other) // 2:], cfg, cfg.seed,
+                              device, ctx.report, precision=ctx.precision))
     oracle = load_model(Path(inputs["oracle"]) / "model.safetensors", params["oracle_width"])
     fd = frechet_distance(features(oracle, real, device), features(oracle, other, device))
     return {"rows": rows, "frechet": fd, "n_real": len(real), "n_source": len(other)}
 
 
 def report(params, inputs, out, ctx):
-    """results.csv, summary.csv, plots and TensorBoard from every classify cell."""
+    """results.csv, summary.csv, plots and TensorBoard from every classify cell; with regimes,
+    a cell's rows under every regime it belongs to, and regimes.md."""
     from synthgap.study.report import write_report
 
+    regimes = params.get("regimes", [])
     rows, machines = [], set()
     for name, folder in inputs.items():
         if not name.startswith("classify/"):
@@ -314,22 +336,25 @@ def report(params, inputs, out, ctx):
         p, m = meta["params"], meta["metrics"]
         machines.add(f"{meta.get('ran', {}).get('device_name', 'an unnamed device')}, torch "
                      f"{meta['versions'].get('torch', '?')}")
-        rows.append({"mixture": p["mixture"], "budget": p["budget"], "seed": p["seed"],
-                     "test_error": m["test_error"], "n_real": m["n_real"],
-                     "n_synthetic": m["n_synthetic"], "steps": m["steps"],
-                     "synthetic_fraction": p["synthetic_fraction"]})
+        row = {"mixture": p["mixture"], "budget": p["budget"], "seed": p["seed"],
+               "test_error": m["test_error"], "n_real": m["n_real"],
+               "n_synthetic": m["n_synthetic"], "steps": m["steps"],
+               "synthetic_fraction": p["synthetic_fraction"]}
+        rows += [{"regime": r, **row} for r in regimes if in_regime(p.get("regime", {}), r)] or [row]
+    rows.sort(key=lambda r: regimes.index(r["regime"]) if regimes else 0)  # the config's order
     grids = {"real": load_imageset(Path(inputs["split"]) / OUTS["split"][0]).images[:64]}
-    for name, folder in inputs.items():  # a sample of every source of synthetic images
-        if name.startswith(("render_", "refine/", "tone/")):
-            s = load_imageset(Path(folder) / OUTS[name.split("/")[0]][0])
-            grids.setdefault(s.meta["source"], s.images[:64])
-    refiners, tones = {}, {}  # budget -> metrics of the first seed's refine / tone stage
-    histories = {}  # train_refiner stage -> its loss history
+    refiners, tones = {}, {}  # budget (with regimes (renderer, budget)) -> metrics of the first
+    histories = {}            # seed's refine / tone stage; train_refiner stage -> its losses
     for name, folder in inputs.items():
+        if name.startswith(("render_", "refine/", "tone/")):  # a sample of every synthetic source
+            s = load_imageset(Path(folder) / OUTS[name.split("/")[0]][0])
+            renderer = json.loads((Path(folder) / "meta.json").read_text())["params"].get("renderer")
+            grids.setdefault(s.meta["source"] + (f"-{renderer}" if renderer else ""), s.images[:64])
         if name.startswith(("refine/", "tone/")):
             meta = json.loads((Path(folder) / "meta.json").read_text())
             found = refiners if name.startswith("refine/") else tones
-            found.setdefault(meta["params"]["budget"], meta["metrics"])
+            at = meta["params"]["budget"]
+            found.setdefault((meta["params"]["renderer"], at) if regimes else at, meta["metrics"])
         if name.startswith("train_refiner/") and (Path(folder) / "tb").is_dir():
             shutil.copytree(Path(folder) / "tb",
                             out / "tb" / name.replace("train_refiner/", "refiner-").replace("/", "-"))
@@ -340,10 +365,22 @@ def report(params, inputs, out, ctx):
             meta = json.loads((Path(folder) / "meta.json").read_text())
             p, m = meta["params"], meta["metrics"]
             kept = {"refined": refiners, "tone": tones}.get(p["source"], {})
-            retention = kept.get(p["budget"], {}).get("label_retention", "")
+            at = (p.get("renderer"), p["budget"]) if regimes else p["budget"]
+            retention = kept.get(at, {}).get("label_retention", "")
             gaps += [{**r, "source": p["source"], "budget": p["budget"] or "", "frechet": m["frechet"],
-                      "label_retention": retention} for r in m["rows"]]
+                      "label_retention": retention,
+                      **({"renderer": p.get("renderer", "")} if regimes else {})} for r in m["rows"]]
     summary = write_report(out, rows, grids, refiners, gaps, histories, params["experiment"], tones,
                            sorted(machines))
+    if regimes:
+        from synthgap.study.regimes import write_regimes
+
+        write_regimes(out, rows, gaps, regimes, params["experiment"], sorted(machines))
     return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
-            "label_retention": {b: m["label_retention"] for b, m in sorted(refiners.items())}}
+            "label_retention": {str(b): m["label_retention"] for b, m in sorted(refiners.items())}}
+
+
+def in_regime(factors: dict, regime: str) -> bool:
+    """Whether a cell with these regime factors belongs to the regime "renderer/classifier/mixing"."""
+    named = dict(zip(("renderer", "classifier", "mixing"), regime.split("/")))
+    return all(named[k] == v for k, v in factors.items())
