@@ -20,13 +20,13 @@ MIXTURES = ["real", "font", "gan", "real+font", "real+gan", "real+font:shuffled"
             "real+gan:shuffled"]
 
 
-def config(tmp_path, regimes, name="tiny-regimes", **experiment):
+def config(tmp_path, regimes, name="tiny-regimes", classifier="", **experiment):
     """A tiny regimes config over smoke's: budget 55 (and real cells at 110), two seeds."""
     values = {"budgets": [55], "seeds": [0, 1], "mixtures": MIXTURES, "regimes": regimes,
               "real_budgets": [110], **experiment}
     body = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in values.items())
     path = tmp_path / f"{name}.toml"
-    path.write_text(f'base = "smoke"\n[experiment]\n{body}\n[classifier]\nsteps = 40\n'
+    path.write_text(f'base = "smoke"\n[experiment]\n{body}\n[classifier]\nsteps = 40\n{classifier}\n'
                     '[gap]\ninstruments = ["pixel"]\n')
     return str(path)
 
@@ -76,6 +76,38 @@ def test_a_bad_regime_is_one_line_and_exit_2(tmp_path, regime, message):
     proc = pipeline("run", config(tmp_path, [regime]), "--dry-run", "--workdir",
                     str(tmp_path / "w"), check=False)
     assert proc.returncode == 2 and message in proc.stderr + proc.stdout
+
+
+def test_a_group_of_cells_keeps_to_one_budget_and_one_regime(tmp_path):
+    ladder = ["type/plain/concat", "hand/plain/concat", "hand/augmented/chosen"]
+    stages, keys = keys_of(tmp_path, ladder, "grouped")
+    grouped = build_graph(*load(config(tmp_path, ladder, "grouped4", "group = 4")))
+    groups = {s.group for s in grouped.values() if s.group}
+    assert groups and all(len({(grouped[c].params["budget"], str(grouped[c].params.get("regime")))
+                                for c in g}) == 1 for g in groups)
+    one = build_graph(*load(config(tmp_path, ladder[:1], "grouped4-first", "group = 4")))
+    assert all(one[n].group == grouped[n].group for n in one if one[n].group)
+
+
+def test_a_classifier_of_a_regime_may_not_set_the_group(tmp_path):
+    path = tmp_path / "grouped.toml"
+    path.write_text('base = "smoke"\n[experiment]\nregimes = ["type/plain/concat"]\n'
+                    'classifiers = {plain = {group = 2}}\n')
+    proc = pipeline("run", str(path), "--dry-run", "--workdir", str(tmp_path / "w"), check=False)
+    assert proc.returncode == 2 and "set [classifier] group instead" in proc.stderr + proc.stdout
+
+
+def test_the_headline_of_one_seed_has_no_interval_and_a_study_without_mixtures_says_so():
+    from synthgap.study.regimes import headline
+
+    rows = [{"regime": "type/plain/concat", "mixture": m, "budget": 55, "seed": 0,
+             "test_error": e} for m, e in (("real", 0.2), ("real+font", 0.1), ("real+gan", 0.08))]
+    text = "\n".join(headline(rows, ["type/plain/concat"]))
+    assert "`real+gan − real+font` is -2.00: no difference the seeds agree on" in text
+    assert "nan" not in text
+    real = [r for r in rows if r["mixture"] == "real"]
+    assert headline(real, ["type/plain/concat"]) == [
+        "No regime mixes real and synthetic digits: there is nothing to compare."]
 
 
 def sets(n_real=55, n_synthetic=54945):

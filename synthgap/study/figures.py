@@ -62,7 +62,8 @@ def gap_figure(gaps: list[dict]):
             if g["source"] in ("font", "real-control"):
                 ax.hlines(g["auc"], budgets[0], budgets[-1], colors=color,
                           linestyles="--" if g["source"] == "font" else ":",
-                          label=f"{g['source']}, {instrument}")
+                          label=f"{g['source']}{f' ({r})' if (r := g.get('renderer')) else ''}, "
+                                f"{instrument}")
     ax.axhline(0.5, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_ylim(0.4, 1.02)

@@ -5,6 +5,7 @@ which enters its cache key; the stage function turns it back into the dataclass.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 
 from synthgap.errors import UserError
@@ -194,6 +195,10 @@ def add_cells(add, cfg: StudyConfig, regimes: list[Regime], synthetic: dict) -> 
     (`classify/[renderer/][classifier/][mixing/]mixture/b../s..`), so regimes alike in them share
     it. Returns the cells' names."""
     e = cfg.experiment
+    for r in regimes:
+        if "group" in e.classifiers.get(r.classifier, {}):
+            raise UserError(f"experiment.classifiers.{r.classifier}: `group` is how cells are "
+                            "trained, not a classifier; set [classifier] group instead")
     clean = {r.classifier: {k: v for k, v in asdict(overridden(
         cfg.classifier, e.classifiers[r.classifier], f"experiment.classifiers.{r.classifier}")
         if r.classifier else cfg.classifier).items() if k != "group"} for r in regimes}
@@ -280,11 +285,18 @@ def refiner_knobs(cfg: StudyConfig) -> dict:
 
 def group_cells(stages: dict, cells: list[str], size: int) -> None:
     """Each budget's cells, in order of seed and mixture, in groups of `size` trained at once
-    (`[classifier] group`); a cell's params name its group, which is part of its key."""
+    (`[classifier] group`); a cell's params name its group, which is part of its key. With
+    regimes, the cells of one budget and one set of regime factors: a group shares its
+    classifier, and a cell shared by regimes keeps its group whatever other regimes run."""
     if size == 1:
         return
-    for b in sorted({stages[c].params["budget"] for c in cells}):
-        mine = [c for c in cells if stages[c].params["budget"] == b]
+
+    def kind(cell):
+        params = stages[cell].params
+        return params["budget"], json.dumps(params.get("regime", {}), sort_keys=True)
+
+    for at in sorted({kind(c) for c in cells}):
+        mine = [c for c in cells if kind(c) == at]
         for i in range(0, len(mine), size):
             group = tuple(mine[i:i + size])
             for name in group:

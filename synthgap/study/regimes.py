@@ -12,19 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from synthgap.study.report import by_regime, differences, fmt_ci, mean_ci
-from synthgap.study.worth import fmt_worth, worth
+from synthgap.study.report import README_BEGIN, README_END, by_regime, differences, fmt_ci, mean_ci
+from synthgap.study.worth import errors_of, fmt_worth, worth
 
 # the paired differences of each regime: (mixture, against)
 CONTRASTS = [("real+gan", "real+font"), ("real+font", "real"), ("real+gan", "real"),
              ("real+font:shuffled", "real"), ("real+gan:shuffled", "real"),
              ("real+font", "real+font:shuffled"), ("real+gan", "real+gan:shuffled")]
 DRAWS = 2000  # bootstrap draws of the seeds for the share a control keeps
-
-
-def errors_of(rows: list[dict]) -> dict:
-    """(mixture, budget, seed) -> test error."""
-    return {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"]) for r in rows}
 
 
 def contrast(error: dict, a: str, b: str, budget: int) -> tuple[float, float, float] | None:
@@ -35,11 +30,9 @@ def contrast(error: dict, a: str, b: str, budget: int) -> tuple[float, float, fl
 
 def share_kept(error: dict, source: str, budget: int) -> tuple[float, float, float] | None:
     """The share of `source`'s gain over real digits (real+X - real) that its label control keeps
-    (real+X:shuffled - real), where that gain's interval lies below 0: the ratio of the mean
-    differences, with a 95 % interval from DRAWS draws of the seeds."""
-    gain = contrast(error, source, "real", budget)
-    if gain is None or not gain[2] < 0:
-        return None
+    (real+X:shuffled - real), where there is a gain whose interval excludes 0 (lies below 0), on
+    the seeds that ran all three: the ratio of the mean differences, with a 95 % interval from
+    DRAWS draws of the seeds."""
     seeds = sorted(s for m, b, s in error if m == source and b == budget
                    and (f"{source}:shuffled", b, s) in error and ("real", b, s) in error)
     if not seeds:
@@ -47,11 +40,18 @@ def share_kept(error: dict, source: str, budget: int) -> tuple[float, float, flo
     d = np.array([[error[source, budget, s] - error["real", budget, s],
                    error[f"{source}:shuffled", budget, s] - error["real", budget, s]]
                   for s in seeds])
+    if not mean_ci(d[:, 0], clip=False)[2] < 0:  # no gain the seeds agree on
+        return None
     means = d[np.random.default_rng(0).integers(len(seeds), size=(DRAWS, len(seeds)))].mean(1)
     ratios = np.sort(means[:, 1] / np.where(means[:, 0] == 0, np.nan, means[:, 0]))
     ratios = ratios[~np.isnan(ratios)]
     low, high = (float(ratios[int(q * (len(ratios) - 1))]) for q in (0.025, 0.975))
     return float(d[:, 1].mean() / d[:, 0].mean()), low, high
+
+
+def mixed_budgets(rows: list[dict]) -> list[int]:
+    """The budgets at which some regime mixes real and synthetic digits."""
+    return sorted({int(r["budget"]) for r in rows if r["mixture"].startswith("real+")})
 
 
 def verdict(ci: tuple[float, float, float] | None, better: str, worse: str) -> str:
@@ -69,6 +69,8 @@ def pct(ci: tuple[float, float, float] | None) -> str:
     if ci is None:
         return "not run"
     mean, low, high = (round(100 * v, 2) + 0.0 for v in ci)
+    if math.isnan(low):  # one seed: no interval
+        return f"{mean:+.2f}"
     return f"{mean:+.2f} ({low:+.2f} to {high:+.2f})"
 
 
@@ -77,7 +79,9 @@ def headline(rows: list[dict], regimes: list[str]) -> list[str]:
     ladder, and the share of the gain the label controls keep, with paired 95 % intervals."""
     by = {r: errors_of(mine) for r, mine in by_regime(rows).items()}
     first = regimes[0]
-    budgets = sorted({b for m, b, _ in by[first] if m == "real+gan"})
+    budgets = mixed_budgets(rows)
+    if not budgets:
+        return ["No regime mixes real and synthetic digits: there is nothing to compare."]
     lines = [f"In the first regime of the ladder, `{first}`, the paired difference in test error "
              "(points of %, mean over seeds with its 95 % interval):"]
     for b in sorted(budgets, reverse=True):
@@ -106,8 +110,6 @@ def headline(rows: list[dict], regimes: list[str]) -> list[str]:
 
 def headline_block(rows: list[dict], experiment: str, page: str, figure: str) -> str:
     """The README's block of a regimes study: its headline, figure and a link to its tables."""
-    from synthgap.study.report import README_BEGIN, README_END
-
     regimes = list(by_regime(rows))
     return "\n".join([README_BEGIN.format(experiment=experiment), *headline(rows, regimes), "",
                       f"![real+gan − real+font along the ladder]({figure})", "",
@@ -185,7 +187,7 @@ def regime_lines(regime: str, rows: list[dict], gaps: list[dict]) -> list[str]:
 def regimes_markdown(rows: list[dict], gaps: list[dict], regimes: list[str], experiment: str,
                      machines: list[str]) -> str:
     by = {r: errors_of(mine) for r, mine in by_regime(rows).items()}
-    budgets = sorted({b for m, b, _ in by[regimes[0]] if m == "real+gan"})
+    budgets = mixed_budgets(rows)
     lines = [f"# Where refinement pays: `{experiment}`", "",
              f"Written by `pipeline report {experiment}` from the run's cached stages. Its classifier "
              f"cells ran on {'; '.join(machines)}. A regime is renderer/classifier/mixing. A paired "
@@ -214,7 +216,7 @@ def regimes_figure(rows: list[dict], regimes: list[str]):
     import matplotlib.pyplot as plt
 
     by = {r: errors_of(mine) for r, mine in by_regime(rows).items()}
-    budgets = sorted({b for m, b, _ in by[regimes[0]] if m == "real+gan"})
+    budgets = mixed_budgets(rows) or [0]  # [0]: one empty panel
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 4.2), dpi=120,
                              squeeze=False, sharey=False)
     x = np.arange(len(regimes))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from synthgap.study.figures import budget_then_seed, d_accuracy_figure, error_figure, gap_figure
-from synthgap.study.worth import COLUMNS as WORTH_COLUMNS, worth, worth_lines
+from synthgap.study.worth import COLUMNS as WORTH_COLUMNS, errors_of, worth, worth_lines
 
 # two-sided 95 % critical values of Student's t for 1..30 degrees of freedom
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -95,8 +95,7 @@ def paired(rows: list[dict]) -> list[dict]:
     the seed's draw was, which dominates each mixture's own interval at small budgets."""
     out = []
     for regime, mine in by_regime(rows).items():
-        error = {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"])
-                 for r in mine}
+        error = errors_of(mine)
         for a, b in compared_pairs({r["mixture"] for r in mine}):
             for budget in sorted({k[1] for k in error if k[0] == a}):
                 diffs = differences(error, a, b, budget)
@@ -374,13 +373,15 @@ def tensorboard_gaps(tb: Path, gaps: list[dict]) -> dict:
 
     steps = sorted({log_step(int(g["budget"])) for g in gaps if g["budget"] != ""}) or [0]
     writers: dict = {}
+    frechet = set()  # (run, step) whose Fréchet distance is written (one per gap stage)
     for g in gaps:
         run = g["source"] + (f"-{g['renderer']}" if g.get("renderer") else "")
         if run not in writers:
             writers[run] = SummaryWriter(str(tb / "sources" / run))
         for step in [log_step(int(g["budget"]))] if g["budget"] != "" else steps:
             writers[run].add_scalar(f"gap/{g['instrument']}", g["auc"], step)
-            if g["instrument"] == "c2st-pixel":
+            if (run, step) not in frechet:
+                frechet.add((run, step))
                 writers[run].add_scalar("gap/frechet", g["frechet"], step)
     for w in writers.values():
         w.close()
@@ -403,12 +404,15 @@ def summary_table(path: Path):
 
     if not path.is_file():
         return None
+    rows = read_csv(path)
+    regimes = bool(rows) and "regime" in rows[0]
     table = Table(title=f"MNIST test error ({path})")
-    for col in ("mixture", "budget", "seeds", "mean error", "95 % CI"):
-        table.add_column(col, justify="right" if col != "mixture" else "left")
-    for r in read_csv(path):
+    for col in ("regime",) * regimes + ("mixture", "budget", "seeds", "mean error", "95 % CI"):
+        table.add_column(col, justify="left" if col in ("regime", "mixture") else "right")
+    for r in rows:
         ci = f"{float(r['ci95_low']):.4f} – {float(r['ci95_high']):.4f}"
-        table.add_row(r["mixture"], r["budget"], r["n_seeds"], f"{float(r['mean_error']):.4f}", ci)
+        table.add_row(*([r["regime"]] if regimes else []), r["mixture"], r["budget"], r["n_seeds"],
+                      f"{float(r['mean_error']):.4f}", ci)
     return table
 
 
@@ -425,7 +429,7 @@ def gap_table(path: Path):
     for r in read_csv(path):
         ci = f"{float(r['auc_ci_low']):.3f} – {float(r['auc_ci_high']):.3f}"
         retention = f"{float(r['label_retention']):.3f}" if r["label_retention"] else ""
-        table.add_row(r["source"], r["budget"], r["instrument"], f"{float(r['auc']):.3f}", ci,
+        table.add_row(source_name(r), r["budget"], r["instrument"], f"{float(r['auc']):.3f}", ci,
                       f"{float(r['accuracy']):.3f}", f"{float(r['frechet']):.2f}", retention)
     return table
 

@@ -377,7 +377,8 @@ def report(params, inputs, out, ctx):
 
         write_regimes(out, rows, gaps, regimes, params["experiment"], sorted(machines))
     return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
-            "label_retention": {str(b): m["label_retention"] for b, m in sorted(refiners.items())}}
+            "label_retention": {"/".join(map(str, at)) if regimes else str(at): m["label_retention"]
+                                for at, m in sorted(refiners.items())}}
 
 
 def in_regime(factors: dict, regime: str) -> bool:

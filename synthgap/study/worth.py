@@ -13,6 +13,11 @@ COLUMNS = ["mixture", "budget", "n_seeds", "real_images", "ci95_low", "ci95_high
 DRAWS = 2000  # bootstrap draws
 
 
+def errors_of(rows: list[dict]) -> dict[tuple, float]:
+    """Result rows as (mixture, budget, seed) -> test error."""
+    return {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"]) for r in rows}
+
+
 def monotone(errors: list[float]) -> list[float]:
     """The closest non-increasing sequence (least squares, pool adjacent violators): a real curve
     whose error rises somewhere between budgets made monotone before it is read."""
@@ -49,13 +54,12 @@ def worth(rows: list[dict], real: str = "real") -> list[dict]:
     seed, test_error) that hold a `real` curve: the point from the means over seeds, the interval
     from DRAWS draws of the seeds with replacement, the same seeds for both curves (a cell and the
     real cells of its seed share their real images), through the monotone curve."""
-    error = {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"]) for r in rows}
+    error = errors_of(rows)
     budgets = sorted({b for m, b, _ in error if m == real})
     if len(budgets) < 2:
         return []
     seeds = sorted(set.intersection(*({s for m, b, s in error if m == real and b == budget}
                                       for budget in budgets)))
-    rng = np.random.default_rng(0)
     out = []
     for mixture, budget in sorted({(m, b) for m, b, _ in error if m != real}):
         mine = [s for s in seeds if (mixture, budget, s) in error]
@@ -64,7 +68,9 @@ def worth(rows: list[dict], real: str = "real") -> list[dict]:
         table = np.array([[error[mixture, budget, s]] + [error[real, b, s] for b in budgets]
                           for s in mine])  # [seeds, 1 + budgets]
         point = equivalent(float(table[:, 0].mean()), budgets, list(table[:, 1:].mean(0)))
-        draws = table[rng.integers(len(mine), size=(DRAWS, len(mine)))].mean(1)
+        # the same draws for every (mixture, budget): its interval depends on its cells alone
+        picks = np.random.default_rng(0).integers(len(mine), size=(DRAWS, len(mine)))
+        draws = table[picks].mean(1)
         found = sorted(equivalent(float(d[0]), budgets, list(d[1:])) for d in draws)
         low, high = (found[int(q * (DRAWS - 1))] for q in (0.025, 0.975))
         out.append({"mixture": mixture, "budget": budget, "n_seeds": len(mine), "real_images": point,
