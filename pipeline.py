@@ -358,9 +358,8 @@ def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ 
                variant: Optional[str] = NAME, device: Device = DEVICE_OF_RUN,
                readme: Optional[Path] = typer.Option(None, "--readme", help="Also publish the "
                                                      "report into this README: its results block "
-                                                     "(the test-error table and figure; with "
-                                                     "regimes, the answer and its figure) and, "
-                                                     "beside it, docs/results/<experiment>.md.")):
+                                                     "(error table or regimes' answer, a figure) "
+                                                     "and docs/results/<experiment>.md.")):
     """Report what is cached, computing nothing: the summary and gap tables of a finished run
     (its report is assembled from the cache if need be), or, while stages are missing, which ones
     (exit status 1; `pipeline run` computes them)."""
