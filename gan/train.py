@@ -346,7 +346,7 @@ def log_row(t: Training, step: int, losses: dict, x, made: tuple, writer) -> dic
         for k, v in row.items():
             if k != "step":
                 writer.add_scalar(f"refiner/{k}", v, step)
-        with torch.no_grad():
+        with torch.no_grad(), t.autocast:  # fake_y is bf16 on the fast path, as F's input in training
             grid = triptych(x, warped, fake_y, t.nets["F"](fake_y))
         writer.add_image("refiner/input|warped|G(x)|F(G(x))", grid, step)
     return row

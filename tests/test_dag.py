@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from synthgap.runner import codehash, dag
-from synthgap.runner.run import Execution, run
+from synthgap.runner.run import Execution, RunLog, run
 from synthgap.runner.workspace import Workspace
 import toy_stages as toy
 
@@ -189,6 +189,18 @@ def test_failed_stage_leaves_nothing_done_and_next_run_cleans(ws):
     assert not rows["src"]["run"] and rows["double/0"]["run"]
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failure_is_one_line_on_screen_and_its_traceback_in_the_log(ws, jobs, capsys):
+    rows = dag.plan(graph(fail=True), ws)
+    log = RunLog(ws.root / "run.log", plain=True)
+    with pytest.raises(dag.StageError):
+        run(graph(fail=True), ws, dag.Context(device="cpu"), rows, Execution("local", jobs), log=log)
+    screen = capsys.readouterr().out
+    assert "FAILED double/" in screen and "Traceback" not in screen
+    text = (ws.root / "run.log").read_text()
+    assert "Traceback" in text and 'raise RuntimeError("asked to fail")' in text
+
+
 def test_held_lock_protects_work_in_progress(ws):
     go(graph(), ws)
     tmp = ws.cache / "double" / ".tmp-abc"
@@ -235,7 +247,7 @@ def test_workers_end_when_the_runner_is_killed(tmp_path):
         sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
         import toy_stages as toy
         from synthgap.runner import dag
-        from synthgap.runner.run import Execution, run
+        from synthgap.runner.run import Execution, RunLog, run
         from synthgap.runner.workspace import Workspace
         stages = {{"sleep": dag.Stage("sleep", toy.sleeper, {{"pid_file": {str(pid_file)!r},
                                                              "seconds": 120}})}}

@@ -64,7 +64,10 @@ def tiny_mixture(n=64):
 
 @pytest.mark.parametrize("precision", [Precision(channels_last=True),
                                        Precision(bf16=True, channels_last=True)])
-def test_networks_trained_on_the_fast_path_come_back_float32_contiguous_and_alike(precision):
+def test_networks_trained_on_the_fast_path_come_back_float32_contiguous_and_alike(precision,
+                                                                                   tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
     from classifiers.detector import GapConfig, c2st
     from classifiers.digits import ClassifierConfig, train_classifiers
     from gan.config import RefinerConfig
@@ -83,9 +86,11 @@ def test_networks_trained_on_the_fast_path_come_back_float32_contiguous_and_alik
             torch.testing.assert_close(x, z, atol=0.05, rtol=0.05)  # near float32's
     images, labels, _ = tiny_mixture()[0]
     ref = RefinerConfig(steps=2, batch_size=8, log_every=1, warp=True, shape_d=True)
+    writer = SummaryWriter(str(tmp_path))  # its image grids run F outside the training step
     runs = [train_refiner(images, images[::-1].copy(), labels, ref, 0, cpu, real_labels=labels,
-                          precision=precision) for _ in range(2)]
-    assert runs[0][1] == runs[1][1]
+                          precision=precision, writer=w) for w in (writer, None)]
+    writer.close()
+    assert runs[0][1] == runs[1][1]  # the writer changes nothing in training
     for name, net in runs[0][0].items():
         for (key, w), v in zip(net.state_dict().items(), runs[1][0][name].state_dict().values()):
             assert w.is_contiguous() and w.dtype != torch.bfloat16 and torch.equal(w, v), key

@@ -6,6 +6,7 @@ elsewhere, every line also in the workspace's `run.log`. The executor is chosen 
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,7 +133,9 @@ class Board:
         self.log(f"done   {name}  {meta['seconds']:.1f} s  {headline(meta)}".rstrip())
 
     def failed(self, label: str, exc: Exception) -> StageError:
+        """One line on the screen; the whole traceback (a worker's too) in run.log only."""
         self.log(f"FAILED {label}: {exc}")
+        self.log("".join(traceback.format_exception(exc)).rstrip(), screen=False)
         return StageError(f"stage {label} failed: {exc}")
 
 
