@@ -33,11 +33,6 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t interval, unclipped: differences may be negative."""
-    return mean_ci(values, clip=False)
-
-
 def cells(work: Path) -> dict[tuple, float]:
     return {(r["mixture"], int(r["budget"]), int(r["seed"])): float(r["test_error"])
             for r in rows(work / "results.csv")}
@@ -51,13 +46,13 @@ def error_lines(f32: dict, fast: dict) -> list[str]:
     every = [d for ds in groups.values() for d in ds]
     if not every:
         return ["## Test error, fast minus float32", "", "The two runs share no cell.", ""]
-    mean, low, high = interval(every)
+    mean, low, high = mean_ci(every, clip=False)
     lines = ["## Test error, fast minus float32", "",
              f"Over all {len(every)} cells: mean {mean:+.5f} ({low:+.5f} to {high:+.5f}); "
              f"largest |difference| {max(abs(d) for d in every):.4f}.", "",
              "| mixture | budget | seeds | mean difference | 95 % interval |", "|---|---:|---:|---:|---|"]
     for (mixture, budget), ds in sorted(groups.items()):
-        m, lo, hi = interval(ds)
+        m, lo, hi = mean_ci(ds, clip=False)
         lines.append(f"| {mixture} | {budget:,} | {len(ds)} | {m:+.4f} | {lo:+.4f} to {hi:+.4f} |")
     return lines + [""]
 

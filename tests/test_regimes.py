@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, pipeline
+from conftest import pipeline
 
 from classifiers.digits import batch_counts, draw_batch
 from synthgap.data.imageset import ImageSet
@@ -14,6 +14,7 @@ from synthgap.runner.dag import compute_keys
 from synthgap.study.config import load
 from synthgap.study.graph import build_graph
 from synthgap.study.stages import mixture_sources, shuffled_labels
+from synthgap.study.regimes import ladder_steps, share_kept
 from synthgap.study.worth import equivalent, monotone, worth
 
 MIXTURES = ["real", "font", "gan", "real+font", "real+gan", "real+font:shuffled",
@@ -80,7 +81,6 @@ def test_a_bad_regime_is_one_line_and_exit_2(tmp_path, regime, message):
 
 def test_a_group_of_cells_keeps_to_one_budget_and_one_regime(tmp_path):
     ladder = ["type/plain/concat", "hand/plain/concat", "hand/augmented/chosen"]
-    stages, keys = keys_of(tmp_path, ladder, "grouped")
     grouped = build_graph(*load(config(tmp_path, ladder, "grouped4", "group = 4")))
     groups = {s.group for s in grouped.values() if s.group}
     assert groups and all(len({(grouped[c].params["budget"], str(grouped[c].params.get("regime")))
@@ -182,6 +182,27 @@ def test_equivalents_give_back_a_known_curve_and_say_beyond_it():
     assert found["real+font"]["beyond"] == "above" and found["real+font"]["real_images"] == math.inf
 
 
+def test_the_share_a_control_keeps_and_each_ladder_step_are_paired_by_seed():
+    error = {}
+    for s, noise in enumerate((0.003, -0.001, 0.0, -0.002)):
+        real = 0.10 + 0.02 * s  # seeds differ far more than the differences within a seed
+        error.update({("real", 55, s): real, ("real+gan", 55, s): real - 0.04 + noise,
+                      ("real+gan:shuffled", 55, s): real - 0.01 + noise / 2,
+                      ("real+font", 55, s): real + noise, ("real+font:shuffled", 55, s): real})
+    kept = share_kept(error, "real+gan", 55)
+    # the noises sum to 0: the gain is -0.04 on average, the control's -0.01
+    assert kept[0] == pytest.approx(0.01 / 0.04) and kept[1] < kept[0] < kept[2] < 0.5
+    assert share_kept(error, "real+font", 55) is None  # no gain: no share
+    assert share_kept({k: v for k, v in error.items() if k[0] != "real+gan:shuffled"},
+                      "real+gan", 55) is None  # no control
+    later = {**error, **{("real+gan", 55, s): error["real+font", 55, s] - 0.01 - 0.001 * s
+                         for s in range(4)}}
+    steps = ladder_steps({"a": error, "b": later}, ["a", "b"], [55])
+    step = [line for line in steps if line.startswith("| `a` → `b`")][0]
+    # per seed: (-0.01 - 0.001 s) - (-0.04 + noise - noise) = 0.03 - 0.001 s; mean 0.0285
+    assert "+0.0285 (" in step
+
+
 def test_a_tiny_regimes_run_reports_every_regime_and_writes_the_readme_block(tmp_path):
     exp = config(tmp_path, ["type/plain/concat", "type/plain/chosen"])
     work = tmp_path / "w"
@@ -212,5 +233,8 @@ def test_a_tiny_regimes_run_reports_every_regime_and_writes_the_readme_block(tmp
     text = readme.read_text()
     assert "In the first regime of the ladder, `type/plain/concat`" in text
     assert "(docs/results/tiny-regimes-regimes.png)" in text
-    assert (tmp_path / "docs" / "results" / "tiny-regimes.md").read_text() == md
-    assert ROOT.is_dir()
+    published = tmp_path / "docs" / "results"
+    assert (published / "tiny-regimes.md").read_text() == md.replace(
+        "](plots/regimes.png)", "](tiny-regimes-regimes.png)")  # its figure, beside it
+    assert (published / "tiny-regimes-regimes.png").read_bytes() == \
+        (work / "plots" / "regimes.png").read_bytes()

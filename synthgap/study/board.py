@@ -28,18 +28,18 @@ def tensorboard_curves(tb: Path, summary: list[dict], worths: list[dict], regime
 
     writers: dict = {}
 
-    def scalar(mixture, tag, value, budget):
+    def scalar(mixture, tag, value, budget, regime=""):
+        tag = f"{tag}/{regime}" if regime else tag
         if mixture not in writers:
             writers[mixture] = SummaryWriter(str(tb / "mixtures" / mixture))
         writers[mixture].add_scalar(tag, value, log_step(budget))
 
     for r in summary:
-        scalar(r["mixture"], "/".join(["error", r.get("regime", "")]).rstrip("/"),
-               r["mean_error"], r["budget"])
+        scalar(r["mixture"], "error", r["mean_error"], r["budget"], r.get("regime", ""))
     for w in worths:
         if math.isfinite(w["real_images"]):
-            scalar(w["mixture"], "/".join(["worth_in_real_images", w.get("regime", "")]).rstrip("/"),
-                   w["real_images"], w["budget"])
+            scalar(w["mixture"], "worth_in_real_images", w["real_images"], w["budget"],
+                   w.get("regime", ""))
     for w in writers.values():
         w.close()
     charts = {"error vs data": {}, "worth in real images": {}}

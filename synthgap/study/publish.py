@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthgap.study.regimes import headline_block
+from synthgap.study.regimes import FIGURE, headline_block
 from synthgap.study.report import README_BEGIN, README_END, read_csv, readme_block
 
 
@@ -13,7 +13,8 @@ def publish_results(report: Path, readme: Path, experiment: str) -> list[Path]:
     """Publish a finished report into a project: its results.md and error-vs-data figure (a
     regimes study: its regimes.md and regimes figure) under docs/results/ beside `readme`, and the
     README's results block (between README_BEGIN and README_END) written anew: the error table, or
-    the regimes' headline. Returns the files written."""
+    the regimes' headline. Everything is read before anything is written. Returns the files
+    written."""
     import os
     import shutil
 
@@ -27,14 +28,16 @@ def publish_results(report: Path, readme: Path, experiment: str) -> list[Path]:
     regimes = (report / "regimes.md").is_file()
     page = results / f"{experiment}.md"
     figure = results / f"{experiment}-{'regimes' if regimes else 'error_vs_data'}.png"
-    results.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(report / ("regimes.md" if regimes else "results.md"), page)
-    shutil.copyfile(report / "plots" / f"{'regimes' if regimes else 'error_vs_data'}.png", figure)
     links = [p.relative_to(readme.parent).as_posix() for p in (page, figure)]
-    if regimes:
+    if regimes:  # the page links its figure as published, beside it
         block = headline_block(read_csv(report / "results.csv"), experiment, *links)
+        content = (report / "regimes.md").read_text().replace(f"]({FIGURE})", f"]({figure.name})")
     else:
         block = readme_block(read_csv(report / "summary.csv"), experiment, *links)
+        content = (report / "results.md").read_text()
+    results.mkdir(parents=True, exist_ok=True)
+    page.write_text(content)
+    shutil.copyfile(report / (FIGURE if regimes else "plots/error_vs_data.png"), figure)
     head, rest = text.split(begin)
     tmp = readme.with_name(f".{readme.name}.tmp")
     tmp.write_text(head + block + rest.split(README_END, 1)[1])

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from synthgap.study.report import README_BEGIN, README_END, by_regime, differences, fmt_ci, mean_ci
-from synthgap.study.worth import errors_of, fmt_worth, worth
+from synthgap.study.worth import errors_of, fmt_worth, interval95, seed_draws
 
 # the paired differences of each regime: (mixture, against)
 CONTRASTS = [("real+gan", "real+font"), ("real+font", "real"), ("real+gan", "real"),
              ("real+font:shuffled", "real"), ("real+gan:shuffled", "real"),
              ("real+font", "real+font:shuffled"), ("real+gan", "real+gan:shuffled")]
-DRAWS = 2000  # bootstrap draws of the seeds for the share a control keeps
+FIGURE = "plots/regimes.png"  # regimes.md's figure, in the report folder
 
 
 def contrast(error: dict, a: str, b: str, budget: int) -> tuple[float, float, float] | None:
@@ -42,11 +42,15 @@ def share_kept(error: dict, source: str, budget: int) -> tuple[float, float, flo
                   for s in seeds])
     if not mean_ci(d[:, 0], clip=False)[2] < 0:  # no gain the seeds agree on
         return None
-    means = d[np.random.default_rng(0).integers(len(seeds), size=(DRAWS, len(seeds)))].mean(1)
-    ratios = np.sort(means[:, 1] / np.where(means[:, 0] == 0, np.nan, means[:, 0]))
-    ratios = ratios[~np.isnan(ratios)]
-    low, high = (float(ratios[int(q * (len(ratios) - 1))]) for q in (0.025, 0.975))
+    means = d[seed_draws(len(seeds))].mean(1)
+    ratios = means[:, 1] / np.where(means[:, 0] == 0, np.nan, means[:, 0])
+    low, high = interval95(float(r) for r in ratios[~np.isnan(ratios)])
     return float(d[:, 1].mean() / d[:, 0].mean()), low, high
+
+
+def errors_by_regime(rows: list[dict]) -> dict[str, dict[tuple, float]]:
+    """Each regime's (mixture, budget, seed) -> test error."""
+    return {r: errors_of(mine) for r, mine in by_regime(rows).items()}
 
 
 def mixed_budgets(rows: list[dict]) -> list[int]:
@@ -77,7 +81,7 @@ def pct(ci: tuple[float, float, float] | None) -> str:
 def headline(rows: list[dict], regimes: list[str]) -> list[str]:
     """The answer in a few lines: refined against raw renders in the first regime and along the
     ladder, and the share of the gain the label controls keep, with paired 95 % intervals."""
-    by = {r: errors_of(mine) for r, mine in by_regime(rows).items()}
+    by = errors_by_regime(rows)
     first = regimes[0]
     budgets = mixed_budgets(rows)
     if not budgets:
@@ -141,11 +145,11 @@ def ladder_steps(by: dict, regimes: list[str], budgets: list[int]) -> list[str]:
     return lines
 
 
-def regime_lines(regime: str, rows: list[dict], gaps: list[dict]) -> list[str]:
+def regime_lines(regime: str, rows: list[dict], gaps: list[dict], worths: list[dict]) -> list[str]:
     """regimes.md's table of one regime: paired differences, controls, renders alone, worth in
-    real images and the pixel AUC of its renders."""
+    real images (`worths`, the regime's rows of worth.csv) and the pixel AUC of its renders."""
     error = errors_of(rows)
-    budgets = sorted({b for m, b, _ in error if m != "real" and m.startswith("real+")})
+    budgets = sorted({b for m, b, _ in error if m.startswith("real+")})
     real = sorted({b for m, b, _ in error if m == "real"})
     lines = ["", f"## Regime `{regime}`", "",
              "| | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
@@ -156,17 +160,19 @@ def regime_lines(regime: str, rows: list[dict], gaps: list[dict]) -> list[str]:
             lines.append(f"| `{a} − {b}` | " + " | ".join(
                 fmt_ci(*c, signed=True) if c else "" for c in cells) + " |")
     for source in ("real+font", "real+gan"):
-        cells = [share_kept(error, source, budget) for budget in budgets]
-        if any(f"{source}:shuffled" == m for m, _, _ in error):
+        ran = {b for m, b, _ in error if m == f"{source}:shuffled"}
+        if ran:
             lines.append(f"| share of `{source}`'s gain its control keeps | " + " | ".join(
-                fmt_ci(*c, digits=2) if c else "no gain the seeds agree on" for c in cells) + " |")
+                fmt_ci(*c, digits=2) if (c := share_kept(error, source, budget))
+                else "no gain the seeds agree on" if budget in ran else "not run"
+                for budget in budgets) + " |")
     for alone in ("font", "gan"):
         cells = [[1 - error[alone, budget, s] for m, bud, s in error if m == alone and bud == budget]
                  for budget in budgets]
         if any(cells):
             lines.append(f"| accuracy of `{alone}` alone (CAS) | " + " | ".join(
                 fmt_ci(*mean_ci(c)) if c else "" for c in cells) + " |")
-    worths = {(w["mixture"], w["budget"]): w for w in worth(rows)}
+    worths = {(w["mixture"], w["budget"]): w for w in worths}
     for mixture in sorted({m for m, _ in worths if m.startswith("real+")}):
         lines.append(f"| `{mixture}` worth in real images | " + " | ".join(
             fmt_worth(w, (real[0], real[-1])) if (w := worths.get((mixture, b))) else ""
@@ -185,16 +191,18 @@ def regime_lines(regime: str, rows: list[dict], gaps: list[dict]) -> list[str]:
 
 
 def regimes_markdown(rows: list[dict], gaps: list[dict], regimes: list[str], experiment: str,
-                     machines: list[str]) -> str:
-    by = {r: errors_of(mine) for r, mine in by_regime(rows).items()}
+                     machines: list[str], worths: list[dict]) -> str:
+    """regimes.md: the answer, `real+gan - real+font` along the ladder and each step's change of
+    it, then each regime's table (`worths`: worth.csv's rows, with their regime)."""
+    by = errors_by_regime(rows)
     budgets = mixed_budgets(rows)
     lines = [f"# Where refinement pays: `{experiment}`", "",
              f"Written by `pipeline report {experiment}` from the run's cached stages. Its classifier "
              f"cells ran on {'; '.join(machines)}. A regime is renderer/classifier/mixing. A paired "
              "difference is the mean over seeds of one mixture's test error minus another's on "
-             "the same real images, with its 95 % t interval: below 0 the first is better. Every "
-             "table of every regime is in results.md.", "", "## The answer", "",
-             *headline(rows, regimes), "", "![real+gan − real+font along the ladder](plots/regimes.png)",
+             "the same real images, with its 95 % t interval: below 0 the first is better. The "
+             "run's results.md has every error table of every regime.", "", "## The answer", "",
+             *headline(rows, regimes), "", f"![real+gan − real+font along the ladder]({FIGURE})",
              "", "## Refined against raw renders along the ladder", "",
              "| regime | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
              "|---|" + "---:|" * len(budgets)]
@@ -203,8 +211,9 @@ def regimes_markdown(rows: list[dict], gaps: list[dict], regimes: list[str], exp
             fmt_ci(*c, signed=True) if (c := contrast(by[regime], "real+gan", "real+font", b)) else ""
             for b in budgets) + " |")
     lines += ladder_steps(by, regimes, budgets)
+    worths_of = by_regime(worths)
     for regime, mine in by_regime(rows).items():
-        lines += regime_lines(regime, mine, gaps)
+        lines += regime_lines(regime, mine, gaps, worths_of.get(regime, []))
     return "\n".join(lines) + "\n"
 
 
@@ -215,7 +224,7 @@ def regimes_figure(rows: list[dict], regimes: list[str]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = {r: errors_of(mine) for r, mine in by_regime(rows).items()}
+    by = errors_by_regime(rows)
     budgets = mixed_budgets(rows) or [0]  # [0]: one empty panel
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 4.2), dpi=120,
                              squeeze=False, sharey=False)
@@ -240,7 +249,8 @@ def regimes_figure(rows: list[dict], regimes: list[str]):
 
 
 def write_regimes(out: Path, rows: list[dict], gaps: list[dict], regimes: list[str],
-                  experiment: str, machines: list[str]) -> None:
-    """regimes.md and plots/regimes.png in `out` (a report folder)."""
-    (out / "regimes.md").write_text(regimes_markdown(rows, gaps, regimes, experiment, machines))
-    regimes_figure(rows, regimes).savefig(out / "plots" / "regimes.png")
+                  experiment: str, machines: list[str], worths: list[dict]) -> None:
+    """regimes.md and its figure (FIGURE) in `out` (a report folder)."""
+    (out / "regimes.md").write_text(regimes_markdown(rows, gaps, regimes, experiment, machines,
+                                                     worths))
+    regimes_figure(rows, regimes).savefig(out / FIGURE)

@@ -218,8 +218,8 @@ def retention_lines(refiners: dict, tones: dict) -> list[str]:
              "| source | budget | " + " | ".join(k[1] for k in keys) + " |",
              "|---|---:|" + "---:|" * len(keys)]
     for source, found in (("refined", refiners), ("tone", tones)):
-        for key, m in sorted(found.items(), key=lambda kv: str(kv[0]).zfill(6)):
-            renderer, budget = key if isinstance(key, tuple) else ("", key)
+        for (renderer, budget), m in sorted(
+                ((k if isinstance(k, tuple) else ("", k)), m) for k, m in found.items()):
             lines.append(f"| {source_name({'source': source, 'renderer': renderer})} | {budget} | "
                          + " | ".join(f"{m[k]:.4f}" if k in m else "" for k, _ in keys) + " |")
     return lines
@@ -260,7 +260,8 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                  tones: dict | None = None, machines: list[str] | None = None) -> list[dict]:
     """results.csv, summary.csv, paired.csv, worth.csv, results.md, plots/ and tb/ in `out`;
     return the summary. Rows of a study with regimes carry a `regime` (a cell shared by regimes
-    appears under each); every table is then per regime.
+    appears under each); every table is then per regime, and regimes.md and its figure
+    (synthgap/study/regimes.py) come too.
 
     TensorBoard: every mixture is a run `mixtures/<mixture>` (so each gets its own colour) with
     its error (`error`, or `error/<regime>`) and its worth in real images against x =
@@ -282,7 +283,7 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
     write_csv(out / "paired.csv", pairs, first + PAIRED_COLUMNS)
     write_csv(out / "worth.csv", worths, first + WORTH_COLUMNS)
     (out / "plots").mkdir()
-    fig = error_figure([r for r in summary if r.get("regime", "") == next(iter(order))])
+    fig = error_figure([r for r in summary if r.get("regime", "") == next(iter(order), "")])
     fig.savefig(out / "plots" / "error_vs_data.png")
     writer = SummaryWriter(str(out / "tb" / "study"))
     writer.add_figure("error_vs_data", fig)
@@ -320,6 +321,10 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                                                      refiners or {}, tones or {},
                                                      histories=histories, pairs=pairs,
                                                      machines=machines, worths=worths))
+    if regimes:
+        from synthgap.study.regimes import write_regimes  # it builds on this module
+
+        write_regimes(out, rows, gaps or [], regimes, experiment, machines or [], worths)
     return summary
 
 

@@ -99,9 +99,10 @@ def mixture_sources(params, inputs, real, load=load_imageset):
     """[(images, labels, batch fraction)] of a classify cell's mixture (`load` reads an ImageSet).
 
     `real+X` draws each batch's `synthetic_fraction` from X's images; with `mixing = "concat"` the
-    real and X's images are one pool, drawn alike (each batch (T - b)/T synthetic on average, as
-    many images as there are). `X:shuffled` is X's images with labels drawn uniformly at random,
-    fixed by the seed: the control that has the images and no digit knowledge."""
+    real and X's images are one pool, drawn alike (each batch (T - b)/T synthetic on average; with
+    k refiner variants k(T - b)/(k(T - b) + b), as many images as there are). `X:shuffled` is X's
+    images with labels drawn uniformly at random, fixed by the seed: the control that has the
+    images and no digit knowledge."""
     mixture, f = params["mixture"], params["synthetic_fraction"]
     if mixture == "real":
         return [(real.images, real.labels, 1.0)]
@@ -372,10 +373,6 @@ def report(params, inputs, out, ctx):
                       **({"renderer": p.get("renderer", "")} if regimes else {})} for r in m["rows"]]
     summary = write_report(out, rows, grids, refiners, gaps, histories, params["experiment"], tones,
                            sorted(machines))
-    if regimes:
-        from synthgap.study.regimes import write_regimes
-
-        write_regimes(out, rows, gaps, regimes, params["experiment"], sorted(machines))
     return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
             "label_retention": {"/".join(map(str, at)) if regimes else str(at): m["label_retention"]
                                 for at, m in sorted(refiners.items())}}

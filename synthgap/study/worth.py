@@ -10,7 +10,21 @@ import math
 import numpy as np
 
 COLUMNS = ["mixture", "budget", "n_seeds", "real_images", "ci95_low", "ci95_high", "beyond"]
-DRAWS = 2000  # bootstrap draws
+DRAWS = 2000  # bootstrap draws of the seeds
+
+
+def seed_draws(n: int) -> np.ndarray:
+    """DRAWS draws of n seeds with replacement, [DRAWS, n] indices, the same draws in every call
+    (so an interval depends on its own cells alone)."""
+    return np.random.default_rng(0).integers(n, size=(DRAWS, n))
+
+
+def interval95(values) -> tuple[float, float]:
+    """The 2.5 % and 97.5 % points of bootstrap values; NaN for none."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan, math.nan
+    return tuple(ordered[int(q * (len(ordered) - 1))] for q in (0.025, 0.975))
 
 
 def errors_of(rows: list[dict]) -> dict[tuple, float]:
@@ -68,11 +82,10 @@ def worth(rows: list[dict], real: str = "real") -> list[dict]:
         table = np.array([[error[mixture, budget, s]] + [error[real, b, s] for b in budgets]
                           for s in mine])  # [seeds, 1 + budgets]
         point = equivalent(float(table[:, 0].mean()), budgets, list(table[:, 1:].mean(0)))
-        # the same draws for every (mixture, budget): its interval depends on its cells alone
-        picks = np.random.default_rng(0).integers(len(mine), size=(DRAWS, len(mine)))
-        draws = table[picks].mean(1)
-        found = sorted(equivalent(float(d[0]), budgets, list(d[1:])) for d in draws)
-        low, high = (found[int(q * (DRAWS - 1))] for q in (0.025, 0.975))
+        low = high = math.nan  # one seed: no interval
+        if len(mine) > 1:
+            draws = table[seed_draws(len(mine))].mean(1)
+            low, high = interval95(equivalent(float(d[0]), budgets, list(d[1:])) for d in draws)
         out.append({"mixture": mixture, "budget": budget, "n_seeds": len(mine), "real_images": point,
                     "ci95_low": low, "ci95_high": high,
                     "beyond": "" if math.isfinite(point) else "below" if point < 0 else "above"})
@@ -91,10 +104,11 @@ def fmt_images(n: float, budgets: tuple[int, int]) -> str:
 def fmt_worth(w: dict, budgets: tuple[int, int]) -> str:
     """A table cell: "1,234 (800 – 2,100)", or "beyond the curve (> 5,500)" with its interval."""
     point = fmt_images(w["real_images"], budgets)
-    interval = f"{fmt_images(w['ci95_low'], budgets)} – {fmt_images(w['ci95_high'], budgets)}"
     if w["beyond"]:
         point = f"beyond the curve ({point})"
-    return f"{point} ({interval})"
+    if math.isnan(w["ci95_low"]):  # one seed
+        return point
+    return f"{point} ({fmt_images(w['ci95_low'], budgets)} – {fmt_images(w['ci95_high'], budgets)})"
 
 
 def worth_lines(rows: list[dict], real_budgets: list[int]) -> list[str]:
@@ -107,7 +121,7 @@ def worth_lines(rows: list[dict], real_budgets: list[int]) -> list[str]:
     lines = ["", "## Worth in real images", "",
              "The real images whose classifier makes the same mean test error, read off the real "
              f"curve ({', '.join(f'{b:,}' for b in real_budgets)} real images, made monotone) by "
-             "log-log interpolation, with a 95 % interval from 2,000 draws of the seeds (the same "
+             f"log-log interpolation, with a 95 % interval from {DRAWS:,} draws of the seeds (the same "
              "for the mixture and the real curve). Beyond the curve: an error outside the real "
              "curve's range.", "",
              "| mixture | " + " | ".join(f"{b:,} real" for b in budgets) + " |",
