@@ -101,14 +101,15 @@ def headline(rows: list[dict], regimes: list[str]) -> list[str]:
             f"{pct(contrast(by[regime], 'real+gan', 'real+font', b))} at {b:,}" for b in budgets) + ".")
     kept = []
     for regime in regimes:
-        for source in ("real+font", "real+gan"):
-            for b in budgets:
-                share = share_kept(by[regime], source, b)
-                if share is not None:
-                    kept.append(f"{100 * share[0]:.0f} % ({100 * share[1]:.0f} to {100 * share[2]:.0f})"
-                                f" of `{source}`'s at {b:,} in `{regime}`")
+        shares = [f"`{source}`'s at {b:,}: {100 * share[0]:.0f} % ({100 * share[1]:.0f} to "
+                  f"{100 * share[2]:.0f})" for source in ("real+font", "real+gan") for b in budgets
+                  if (share := share_kept(by[regime], source, b)) is not None]
+        if shares:
+            kept.append(f"- `{regime}`: " + "; ".join(shares) + ".")
     if kept:
-        lines += ["", "Shuffled labels keep " + "; ".join(kept) + " of the gain over real digits."]
+        lines += ["", "The share of a gain over real digits that its shuffled-label control keeps "
+                  "(below 0: the control does worse than real digits alone), where the gain's "
+                  "interval lies below 0:", *kept]
     return lines
 
 
