@@ -257,11 +257,11 @@ def results_markdown(experiment: str, summary: list[dict], gaps: list[dict],
 def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                  refiners: dict | None = None, gaps: list[dict] | None = None,
                  histories: dict | None = None, experiment: str = "",
-                 tones: dict | None = None, machines: list[str] | None = None) -> list[dict]:
+                 tones: dict | None = None, machines: list[str] | None = None
+                 ) -> tuple[list[dict], list[dict]]:
     """results.csv, summary.csv, paired.csv, worth.csv, results.md, plots/ and tb/ in `out`;
-    return the summary. Rows of a study with regimes carry a `regime` (a cell shared by regimes
-    appears under each); every table is then per regime, and regimes.md and its figure
-    (synthgap/study/regimes.py) come too.
+    return the summary and the worth rows. Rows of a study with regimes carry a `regime` (a cell
+    shared by regimes appears under each); every table is then per regime.
 
     TensorBoard: every mixture is a run `mixtures/<mixture>` (so each gets its own colour) with
     its error (`error`, or `error/<regime>`) and its worth in real images against x =
@@ -321,11 +321,7 @@ def write_report(out: Path, rows: list[dict], grids: dict[str, np.ndarray],
                                                      refiners or {}, tones or {},
                                                      histories=histories, pairs=pairs,
                                                      machines=machines, worths=worths))
-    if regimes:
-        from synthgap.study.regimes import write_regimes  # it builds on this module
-
-        write_regimes(out, rows, gaps or [], regimes, experiment, machines or [], worths)
-    return summary
+    return summary, worths
 
 
 def summary_table(path: Path):

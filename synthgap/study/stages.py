@@ -371,8 +371,12 @@ def report(params, inputs, out, ctx):
             gaps += [{**r, "source": p["source"], "budget": p["budget"] or "", "frechet": m["frechet"],
                       "label_retention": retention,
                       **({"renderer": p.get("renderer", "")} if regimes else {})} for r in m["rows"]]
-    summary = write_report(out, rows, grids, refiners, gaps, histories, params["experiment"], tones,
-                           sorted(machines))
+    summary, worths = write_report(out, rows, grids, refiners, gaps, histories,
+                                   params["experiment"], tones, sorted(machines))
+    if regimes:
+        from synthgap.study.regimes import write_regimes
+
+        write_regimes(out, rows, gaps, regimes, params["experiment"], sorted(machines), worths)
     return {"cells": len(rows), "summary": summary, "gap_rows": len(gaps),
             "label_retention": {"/".join(map(str, at)) if regimes else str(at): m["label_retention"]
                                 for at, m in sorted(refiners.items())}}
