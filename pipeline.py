@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synthgap.devices import resolve_precision
+from synthgap.devices import resolve_precision, run_device
 from synthgap.errors import UserError, fail
 from synthgap.runner import dag
 from synthgap.runner.run import Execution, RunLog, run as run_stages, run_env
@@ -147,7 +147,7 @@ def run(exp: str = typer.Argument(..., help="Experiment name in configs/ (or a .
     removed = ws.clean_leftovers()
     if removed:
         console.print(f"cleaned {len(removed)} leftover(s) of an interrupted run")
-    ctx = dag.Context(device=device.value, data_dir=str(data_dir) if data_dir else None,
+    ctx = dag.Context(device=run_device(device.value), data_dir=str(data_dir) if data_dir else None,
                       threads=cfg.runner.threads, deterministic=cfg.runner.cuda_deterministic,
                       precision=precision)
     log = RunLog(ws.root / "run.log", plain=not console.is_terminal)
@@ -358,8 +358,8 @@ def report_cmd(exp: str = typer.Argument(..., help="Experiment name in configs/ 
                variant: Optional[str] = NAME, device: Device = DEVICE_OF_RUN,
                readme: Optional[Path] = typer.Option(None, "--readme", help="Also publish the "
                                                      "report into this README: its results block "
-                                                     "(error table or regimes' answer, a figure) "
-                                                     "and docs/results/<experiment>.md.")):
+                                                     "(error table or regimes' answer) and "
+                                                     "docs/results/<experiment>.md, with figures.")):
     """Report what is cached, computing nothing: the summary and gap tables of a finished run
     (its report is assembled from the cache if need be), or, while stages are missing, which ones
     (exit status 1; `pipeline run` computes them)."""

@@ -12,6 +12,8 @@ two-sample test sees), and a grey-level head that scores each image's pixel valu
 grey-level distribution, with no shape left: what the `grey` two-sample test sees); each may be
 class-conditional by projection (Miyato & Koyama 2018) and spectrally normalised (Miyato et al.
 2018).
+
+`make_nets` builds the refiner's set of them (G, F and the discriminators) from its config.
 """
 
 from __future__ import annotations
@@ -267,3 +269,25 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+def make_nets(shape: tuple, cfg, features: nn.Module | None = None) -> dict[str, nn.Module]:
+    """G, F and the two discriminators (three with `shape_d`) for images of `shape` (C, H, W), as
+    `cfg` (gan/config.py's RefinerConfig) sizes them; `features` (frozen, [0, 1] images to vectors)
+    gives D_real and D_syn a feature head."""
+    channels = shape[0]
+    d = {"classes": 10 if cfg.conditional else 0, "sn": cfg.sn, "image_head": cfg.image_head,
+         "grey_head": cfg.grey_head, "pixels": shape[1] * shape[2]}
+    if features is not None:
+        with torch.no_grad():
+            probe = torch.zeros(1, *shape, device=next(features.parameters()).device)
+            d |= {"features": features, "feature_dim": features(probe).shape[1]}
+    return {"G": init_warp(init_weights(Refiner(channels, cfg.width, cfg.blocks, cfg.warp,
+                                                cfg.warp_max_px, head=cfg.head,
+                                                upsample=cfg.upsample, centred=cfg.warp_centred))),
+            "F": init_weights(generator(channels, cfg.width, cfg.blocks, cfg.head, cfg.upsample)),
+            "D_real": init_weights(discriminator(channels, cfg.d_width, **d)),
+            "D_syn": init_weights(discriminator(channels, cfg.d_width, **d)),
+            **({"D_shape": init_weights(discriminator(
+                channels, cfg.d_width, classes=d["classes"], sn=cfg.sn,
+                image_head=cfg.image_head))} if cfg.shape_d else {})}

@@ -48,34 +48,9 @@ from gan.config import RefinerConfig, check, check_inputs
 from gan.diffaugment import ADA_INTERVAL, adapt, diff_augment
 from gan.losses import adversarial, lecam, r1_penalty, realness, smoothness
 from gan.measure import held_out_accuracy, triptych
-from gan.networks import (Refiner, discriminator, generator, init_warp, init_weights, shape_view,
-                          to_signed, warp_image)
+from gan.networks import Refiner, make_nets, shape_view, to_signed, warp_image
 from gan.pool import ImagePool
 from synthgap.devices import Precision, default_precision
-
-NETS = ("G", "F", "D_real", "D_syn")
-
-
-def make_nets(shape: tuple, cfg: RefinerConfig,
-              features: nn.Module | None = None) -> dict[str, nn.Module]:
-    """G, F and the two discriminators (three with `shape_d`) for images of `shape` (C, H, W);
-    `features` (frozen, [0, 1] images to vectors) gives D_real and D_syn a feature head."""
-    channels = shape[0]
-    d = {"classes": 10 if cfg.conditional else 0, "sn": cfg.sn, "image_head": cfg.image_head,
-         "grey_head": cfg.grey_head, "pixels": shape[1] * shape[2]}
-    if features is not None:
-        with torch.no_grad():
-            probe = torch.zeros(1, *shape, device=next(features.parameters()).device)
-            d |= {"features": features, "feature_dim": features(probe).shape[1]}
-    return {"G": init_warp(init_weights(Refiner(channels, cfg.width, cfg.blocks, cfg.warp,
-                                                cfg.warp_max_px, head=cfg.head,
-                                                upsample=cfg.upsample, centred=cfg.warp_centred))),
-            "F": init_weights(generator(channels, cfg.width, cfg.blocks, cfg.head, cfg.upsample)),
-            "D_real": init_weights(discriminator(channels, cfg.d_width, **d)),
-            "D_syn": init_weights(discriminator(channels, cfg.d_width, **d)),
-            **({"D_shape": init_weights(discriminator(
-                channels, cfg.d_width, classes=d["classes"], sn=cfg.sn,
-                image_head=cfg.image_head))} if cfg.shape_d else {})}
 
 
 def linear_decay(steps: int):

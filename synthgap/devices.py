@@ -19,6 +19,18 @@ def on_cuda(device: str) -> bool:
     return device != "cpu" and torch.cuda.is_available()
 
 
+def run_device(device: str) -> str:
+    """The device type a run names in its keys and hands its stages: "auto" resolved here, on the
+    driver ("cuda" where torch sees a GPU, else "cpu"); "cpu" and "cuda" as given. A run's stages
+    get it resolved, so that no worker (a Ray node with a GPU) runs a stage elsewhere than its key
+    says."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def resolve_device(device: str = "auto"):
     """The torch device for "auto", "cpu" or "cuda" (UserError where CUDA is asked for and there
     is none). On CUDA, cuDNN's autotuner is on (every training loop here keeps its shapes fixed)

@@ -232,3 +232,21 @@ def test_the_device_is_chosen_in_one_place_with_one_error():
         proc = pipeline(*args, check=False)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and NO_CUDA in lines[0], (args, proc.stderr)
+
+
+def test_a_run_resolves_auto_on_the_driver_and_hands_its_stages_that(monkeypatch, tmp_path):
+    """`--device auto` becomes cpu or cuda once, where the keys are made, so no Ray node with a GPU
+    runs a stage whose key says cpu (nor asks for a GPU for it)."""
+    import torch
+    from typer.testing import CliRunner
+
+    import pipeline as cli
+    from synthgap.devices import run_device
+    for seen, auto in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda seen=seen: seen)
+        assert (run_device("auto"), run_device("cpu"), run_device("cuda")) == (auto, "cpu", "cuda")
+    handed = []
+    monkeypatch.setattr(cli, "run_stages", lambda stages, ws, ctx, *a, **k: handed.append(ctx))
+    result = CliRunner().invoke(cli.app, ["run", "smoke", "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert [ctx.device for ctx in handed] == ["cpu"]

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from gan.diffaugment import OPS, diff_augment
-from gan.networks import HEADS, discriminator, generator, to_signed
+from gan.networks import HEADS, discriminator, generator, make_nets, to_signed
 from gan.pool import ImagePool
 from gan.refine import refine
-from gan.train import make_nets, train_refiner
+from gan.train import train_refiner
 from gan.weights import load_generator, save_refiner
 from tiny import CPU, digits, tiny
 

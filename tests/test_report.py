@@ -71,6 +71,7 @@ def test_the_readme_block_is_written_from_the_report_and_nothing_else_moves(tmp_
     write_csv(report / "summary.csv", summarize(rows), SUMMARY_COLUMNS)
     (report / "results.md").write_text("# Results\n")
     (report / "plots" / "error_vs_data.png").write_bytes(b"png")
+    (report / "plots" / "d_accuracy.png").write_bytes(b"d png")
     readme = tmp_path / "project" / "README.md"
     readme.parent.mkdir()
     begin = README_BEGIN.format(experiment="study")
@@ -86,6 +87,7 @@ def test_the_readme_block_is_written_from_the_report_and_nothing_else_moves(tmp_
     assert "![MNIST test error against real training images](docs/results/study-error_vs_data.png)" in text
     assert (readme.parent / "docs" / "results" / "study.md").read_text() == "# Results\n"
     assert written[-1] == readme and all(p.is_file() for p in written)
+    assert (readme.parent / "docs" / "results" / "study-d_accuracy.png").read_bytes() == b"d png"
     again = readme.read_text()
     publish_results(report, readme, "study")
     assert readme.read_text() == again  # the same report writes the same block

@@ -10,7 +10,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgap.devices import Precision
+from synthgap.devices import Precision, run_device
 from synthgap.runner.build import Unit
 from synthgap.runner.dag import Context, Stage, StageError
 from synthgap.runner.local import Pool, Serial
@@ -39,11 +39,7 @@ def run_env(threads: int, device: str = "auto", precision: Precision | None = No
     """What enters every stage's key besides the stage itself: the torch threads and the device
     type, so a result never depends on --jobs or the cores, and a CPU result and a CUDA result
     never share a key; and the precision, which enters only a network stage's key."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"threads": threads, "device": device,
+    return {"threads": threads, "device": run_device(device),
             **({"precision": precision.key()} if precision is not None else {})}
 
 
